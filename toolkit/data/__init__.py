@@ -1,0 +1,1 @@
+"""Training-data handling: loading and writing npz files, hashing, cleaning, splitting, demo data."""

@@ -1,0 +1,239 @@
+"""Reading and writing training npz files in the AN2DL 2024, AN2DL 2023 and generic schemas.
+
+Every loader returns one normalised in-memory form, `Dataset`: uint8 images (N,H,W,3), int64 labels (N,),
+class names, and the row each image had in the original file.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import DataError
+from toolkit.fsutil import atomic_path
+
+BLOOD_CELL_CLASSES = [
+    "Basophil",
+    "Eosinophil",
+    "Erythroblast",
+    "Immature granulocytes",
+    "Lymphocyte",
+    "Monocyte",
+    "Neutrophil",
+    "Platelet",
+]
+
+# (images key, labels key) per schema, in detection order.
+SCHEMAS = {"an2dl2024": ("images", "labels"), "an2dl2023": ("data", "labels"), "generic": ("x", "y")}
+
+
+@dataclass
+class Dataset:
+    """Images (uint8, N x H x W x 3), integer labels, class names, and each row's index in the source file."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    original_indices: np.ndarray
+    schema: str = "generic"
+    source: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices: np.ndarray) -> "Dataset":
+        """Rows `indices` (positions in this dataset), keeping original indices and names."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return Dataset(
+            images=self.images[indices],
+            labels=self.labels[indices],
+            class_names=list(self.class_names),
+            original_indices=self.original_indices[indices],
+            schema=self.schema,
+            source=self.source,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        return {name: int(c) for name, c in zip(self.class_names, counts)}
+
+
+def load_dataset(path: str | Path, allow_pickle: bool = False, num_classes: int | None = None) -> Dataset:
+    """Load and validate a training npz; raise `DataError` naming the file and the problem."""
+    path = Path(path)
+    archive = _open_npz(path, allow_pickle)
+    try:
+        schema = _detect_schema(path, archive)
+        image_key, label_key = SCHEMAS[schema]
+        raw_images = _read(path, archive, image_key, allow_pickle)
+        raw_labels = _read(path, archive, label_key, allow_pickle)
+        names = _read(path, archive, "class_names", allow_pickle) if "class_names" in archive.files else None
+        original = _read(path, archive, "original_indices", allow_pickle) if "original_indices" in archive.files else None
+    finally:
+        archive.close()
+    images = _validate_images(path, image_key, raw_images)
+    labels, class_names = _validate_labels(path, label_key, raw_labels, images.shape[0], names, num_classes, schema)
+    if original is None:
+        original = np.arange(images.shape[0], dtype=np.int64)
+    elif original.shape != (images.shape[0],):
+        raise DataError(f"{path}: 'original_indices' has shape {original.shape}, expected ({images.shape[0]},)")
+    return Dataset(images, labels, class_names, original.astype(np.int64), schema, path)
+
+
+def _open_npz(path: Path, allow_pickle: bool):
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: expected an .npz file, found a directory")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        found = "a single .npy array" if head == b"\x93NUMPY" else "not a zip archive"
+        raise DataError(f"{path}: expected an .npz archive (a zip of arrays), found {found}")
+    try:
+        archive = np.load(path, allow_pickle=allow_pickle)
+    except Exception as exc:  # numpy raises several types for a damaged zip
+        raise DataError(f"{path}: cannot read the npz archive ({_short(exc)}); the file may be truncated") from exc
+    if not hasattr(archive, "files"):
+        raise DataError(f"{path}: expected an .npz archive, found a single array")
+    return archive
+
+
+def _detect_schema(path: Path, archive) -> str:
+    keys = set(archive.files)
+    for schema, (image_key, label_key) in SCHEMAS.items():
+        if image_key in keys and label_key in keys:
+            return schema
+    expected = " or ".join(f"'{i}'+'{l}'" for i, l in SCHEMAS.values())
+    found = ", ".join(f"'{k}'" for k in sorted(keys)) or "none"
+    raise DataError(f"{path}: expected keys {expected}; found keys {found}")
+
+
+def _read(path: Path, archive, key: str, allow_pickle: bool) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise DataError(
+                f"{path}: array '{key}' is stored as Python objects, and loading it would unpickle (run code from) "
+                f"the file; pass --allow-pickle only if you trust its source (the AN2DL 2023 public_data.npz needs it)"
+            ) from exc
+        raise DataError(f"{path}: cannot read array '{key}' ({_short(exc)}); the file may be truncated") from exc
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read array '{key}' ({_short(exc)}); the file may be truncated") from exc
+
+
+def _validate_images(path: Path, key: str, images: np.ndarray) -> np.ndarray:
+    if images.dtype == object:
+        raise DataError(f"{path}: '{key}' holds Python objects, expected a numeric array of shape (N,H,W,3)")
+    if images.ndim == 3:
+        raise DataError(f"{path}: '{key}' has shape {images.shape}, expected (N,H,W,3); found 1 channel (grayscale?)")
+    if images.ndim != 4:
+        raise DataError(f"{path}: '{key}' has shape {images.shape}, expected (N,H,W,3)")
+    if images.shape[-1] != 3:
+        what = {1: "1 channel (grayscale)", 4: "4 channels (RGBA?)"}.get(images.shape[-1], f"{images.shape[-1]} channels")
+        raise DataError(f"{path}: '{key}' has shape {images.shape}, expected 3 channels (RGB); found {what}")
+    if images.shape[0] == 0:
+        raise DataError(f"{path}: '{key}' is empty, expected at least one image")
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind == "b" or images.dtype.kind not in "iuf":
+        raise DataError(f"{path}: '{key}' has dtype {images.dtype}, expected uint8 or float pixel values 0-255")
+    if images.dtype.kind == "f":
+        return _float_to_uint8(path, key, images)
+    lo, hi = int(images.min()), int(images.max())
+    if lo < 0 or hi > 255:
+        raise DataError(f"{path}: '{key}' pixel values must lie in [0, 255]; found range [{lo}, {hi}]")
+    return images.astype(np.uint8)
+
+
+def _float_to_uint8(path: Path, key: str, images: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(images)
+    if not finite.all():
+        bad = int(np.argmin(finite.reshape(len(images), -1).all(axis=1)))
+        kind = "NaN" if np.isnan(images[bad]).any() else "inf"
+        raise DataError(f"{path}: '{key}' contains {kind} values (first in image {bad}); expected pixel values 0-255")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0 or hi > 255:
+        raise DataError(f"{path}: '{key}' float pixel values must lie in [0, 255]; found range [{lo:g}, {hi:g}]")
+    if hi <= 1.0 and lo >= 0 and images.size > 0 and np.any((images > 0) & (images < 1)):
+        raise DataError(f"{path}: '{key}' looks scaled to [0, 1] (max {hi:g}); expected raw pixel values 0-255")
+    rounded = np.rint(images)
+    off = np.abs(images - rounded) > 1e-3
+    if off.any():
+        bad = int(np.argmax(off.reshape(len(images), -1).any(axis=1)))
+        raise DataError(f"{path}: '{key}' holds non-integral pixel values (first in image {bad}); expected whole numbers 0-255")
+    return rounded.astype(np.uint8)
+
+
+def _validate_labels(path, key, labels, n, names, num_classes, schema):
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim == 2 and labels.shape[1] > 1:
+        raise DataError(f"{path}: '{key}' has shape {labels.shape} (one-hot?), expected (N,) or (N,1) class labels")
+    elif labels.ndim != 1:
+        raise DataError(f"{path}: '{key}' has shape {labels.shape}, expected (N,) or (N,1)")
+    if labels.shape[0] != n:
+        raise DataError(f"{path}: {n} images but {labels.shape[0]} labels in '{key}'; expected one label per image")
+    if labels.dtype.kind in "OUS":
+        return _string_labels(path, key, labels, names)
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or np.any(labels != np.rint(labels)):
+            raise DataError(f"{path}: '{key}' holds non-integer values; expected class indices")
+    elif labels.dtype.kind not in "iub":
+        raise DataError(f"{path}: '{key}' has dtype {labels.dtype}, expected integer class indices or strings")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0:
+        raise DataError(f"{path}: '{key}' holds negative class index {int(labels.min())}; expected indices >= 0")
+    class_names = [str(s) for s in names] if names is not None else None
+    k = len(class_names) if class_names is not None else num_classes
+    if k is not None and labels.max() >= k:
+        raise DataError(f"{path}: '{key}' holds class index {int(labels.max())}, expected indices 0-{k - 1} ({k} classes)")
+    if class_names is None:
+        k = k or int(labels.max()) + 1
+        class_names = BLOOD_CELL_CLASSES[:] if schema == "an2dl2024" and k == 8 else [str(i) for i in range(k)]
+    return labels, class_names
+
+
+def _string_labels(path, key, labels, names):
+    values = np.array([str(v) for v in labels.tolist()])
+    class_names = [str(s) for s in names] if names is not None else sorted(set(values.tolist()))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(values.tolist()) - lookup.keys())
+    if unknown:
+        raise DataError(f"{path}: '{key}' holds label {unknown[0]!r}, expected one of {class_names}")
+    return np.array([lookup[v] for v in values.tolist()], dtype=np.int64), class_names
+
+
+def save_dataset(dataset: Dataset, path: str | Path, schema: str | None = None) -> Path:
+    """Write `dataset` atomically in its schema (or `schema`), with class names and original indices."""
+    path = Path(path)
+    if dataset.source is not None and path.resolve() == Path(dataset.source).resolve():
+        raise DataError(f"{path}: refusing to overwrite the input file; choose another output path")
+    schema = schema or dataset.schema
+    image_key, label_key = SCHEMAS[schema]
+    arrays = {"class_names": np.array(dataset.class_names), "original_indices": dataset.original_indices.astype(np.int64)}
+    if schema == "an2dl2024":
+        arrays.update(images=dataset.images, labels=dataset.labels.reshape(-1, 1).astype(np.int64))
+    elif schema == "an2dl2023":
+        names = np.array(dataset.class_names)
+        arrays.update(data=dataset.images.astype(np.float32), labels=names[dataset.labels])
+    else:
+        arrays.update(x=dataset.images, y=dataset.labels.astype(np.int64))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return path
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

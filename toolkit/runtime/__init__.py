@@ -1,0 +1,1 @@
+"""Grader runtimes: profiles, pinned virtual environments, and the sandbox that runs a submission."""

@@ -1,0 +1,91 @@
+"""Pinned virtual environments, created once with pip and cached under the user's cache directory."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from toolkit.errors import RuntimeProfileError
+
+_COMPLETE = ".cbtool-complete"
+
+
+def cache_dir() -> Path:
+    """$CBTOOL_CACHE_DIR, else $XDG_CACHE_HOME/cbtool, else ~/.cache/cbtool (evaluated at call time)."""
+    if os.environ.get("CBTOOL_CACHE_DIR"):
+        return Path(os.environ["CBTOOL_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cbtool"
+
+
+def venv_dir(name: str, packages: list[str]) -> Path:
+    """Where the venv for `name` with exactly `packages` lives (a hash of the pins is in the name)."""
+    key = hashlib.sha256("\n".join(sorted(packages)).encode()).hexdigest()[:10]
+    return cache_dir() / "runtimes" / f"{name}-{key}"
+
+
+def venv_python(path: Path) -> Path:
+    return path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def find_venv(name: str, packages: list[str]) -> Path | None:
+    """The interpreter of an already-built venv, or None."""
+    path = venv_dir(name, packages)
+    return venv_python(path) if (path / _COMPLETE).exists() else None
+
+
+def ensure_venv(name: str, packages: list[str], log: Callable[[str], None] | None = None) -> Path:
+    """Return the interpreter of the cached venv, creating it with pip first if needed."""
+    path = venv_dir(name, packages)
+    if (path / _COMPLETE).exists():
+        return venv_python(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path.parent / f".{path.name}.lock"):
+        if (path / _COMPLETE).exists():
+            return venv_python(path)
+        _build(path, packages, log or (lambda _msg: None))
+    return venv_python(path)
+
+
+def _build(path: Path, packages: list[str], log: Callable[[str], None]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        log(f"creating runtime venv {path.name} ({', '.join(packages)}) ...")
+        _run([sys.executable, "-m", "venv", str(tmp)], "create the venv")
+        cmd = [str(venv_python(tmp)), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *packages]
+        _run(cmd, "install " + " ".join(packages))
+        (tmp / _COMPLETE).write_text("\n".join(packages) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        log(f"runtime venv ready: {path}")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        hint = " (is a package registry reachable?)" if "No matching distribution" in tail or "connection" in tail.lower() else ""
+        raise RuntimeProfileError(f"pip could not {what}{hint}: {tail}")
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    import fcntl
+
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
