@@ -41,7 +41,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for module in ("data_cmds", "train_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds"):
+    for module in ("data_cmds", "train_cmds", "export_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds"):
         try:
             importlib.import_module(f"toolkit.cli.{module}")
         except ModuleNotFoundError as exc:
