@@ -1,0 +1,105 @@
+"""Config resolution: typed defaults -> TOML/YAML file -> command-line overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolkit.errors import ConfigError
+from toolkit.fsutil import write_json
+from toolkit.train.config import TrainConfig, load_saved_config, parse_epochs, resolve_config, split_epochs
+
+
+def _toml(tmp_path, text, name="train.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults():
+    cfg = resolve_config()
+    assert cfg == TrainConfig()
+    assert (cfg.model, cfg.weights, cfg.augment, cfg.optimizer, cfg.class_weights) == (
+        "convnext_tiny", "imagenet", "basic", "adamw", "balanced")
+
+
+def test_file_then_override_round_trip(tmp_path):
+    path = _toml(tmp_path, 'model = "convnext_test"\nweights = "none"\nbatch_size = 16\nlr2 = 3e-4\nepochs = [2, 5]\n'
+                 'augment = "strong"\nunfreeze = 2\n')
+    cfg = resolve_config(path, {"batch_size": 8, "augment": None, "seed": 7})
+    assert cfg.model == "convnext_test" and cfg.weights == "none"
+    assert cfg.batch_size == 8  # the flag beats the file
+    assert cfg.augment == "strong"  # None means "flag not given"
+    assert cfg.seed == 7 and cfg.lr2 == pytest.approx(3e-4) and (cfg.epochs1, cfg.epochs2) == (2, 5)
+    assert cfg.unfreeze == 2
+    saved = tmp_path / "run" / "config.json"
+    write_json(saved, cfg.to_dict())
+    assert load_saved_config(saved.parent) == cfg
+    assert json.loads(saved.read_text())["batch_size"] == 8
+
+
+def test_train_table_and_int_to_float(tmp_path):
+    path = _toml(tmp_path, '[train]\nlr1 = 1\nweight_decay = 0\n')
+    cfg = resolve_config(path)
+    assert isinstance(cfg.lr1, float) and cfg.lr1 == 1.0 and cfg.weight_decay == 0.0
+
+
+def test_epochs_total_and_per_phase():
+    assert parse_epochs("10") == 10 and parse_epochs("2,8") == (2, 8)
+    assert split_epochs(10, "imagenet") == (2, 8)
+    assert split_epochs(10, "none") == (0, 10)  # nothing pretrained: no frozen-backbone phase
+    assert split_epochs(1, "imagenet") == (1, 0)
+    cfg = resolve_config(overrides={"epochs": "6", "weights": "none"})
+    assert (cfg.epochs1, cfg.epochs2) == (0, 6)
+    cfg = resolve_config(overrides={"epochs": "1,4"})
+    assert (cfg.epochs1, cfg.epochs2) == (1, 4)
+    with pytest.raises(ConfigError, match="--epochs"):
+        parse_epochs("two")
+
+
+def test_unknown_key_names_file_and_field(tmp_path):
+    path = _toml(tmp_path, 'batchsize = 4\n')
+    with pytest.raises(ConfigError) as err:
+        resolve_config(path)
+    assert str(path) in str(err.value) and "'batchsize'" in str(err.value) and "batch_size" in str(err.value)
+
+
+def test_bad_type_names_file_and_field(tmp_path):
+    path = _toml(tmp_path, 'batch_size = "big"\n')
+    with pytest.raises(ConfigError, match=r"train\.toml: setting 'batch_size' must be int, found str 'big'"):
+        resolve_config(path)
+    with pytest.raises(ConfigError, match="'dropout' must be float"):
+        resolve_config(overrides={"dropout": True})
+
+
+def test_bad_choice_and_range(tmp_path):
+    with pytest.raises(ConfigError, match="'augment' must be one of none, basic, strong, robust, found 'heavy'"):
+        resolve_config(_toml(tmp_path, 'augment = "heavy"\n'))
+    with pytest.raises(ConfigError, match="'model' must be one of"):
+        resolve_config(overrides={"model": "resnet50"})
+    with pytest.raises(ConfigError, match="'batch_size' must be >= 1"):
+        resolve_config(overrides={"batch_size": 0})
+    with pytest.raises(ConfigError, match="'unfreeze'"):
+        resolve_config(overrides={"unfreeze": "some"})
+
+
+def test_invalid_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        resolve_config(_toml(tmp_path, 'model = \n'))
+    with pytest.raises(ConfigError, match="no such config file"):
+        resolve_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="unknown config format"):
+        resolve_config(_toml(tmp_path, "x", name="train.ini"))
+
+
+def test_yaml_needs_pyyaml_or_works(tmp_path):
+    path = _toml(tmp_path, "model: convnext_test\nbatch_size: 4\n", name="train.yaml")
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="PyYAML"):
+            resolve_config(path)
+    else:
+        cfg = resolve_config(path)
+        assert cfg.model == "convnext_test" and cfg.batch_size == 4

@@ -1,0 +1,232 @@
+"""The training configuration: typed defaults, then an optional TOML/YAML file, then command-line overrides.
+
+The resolved configuration is written to every run dir (`config.json`), and `--resume` reads it back from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from toolkit.errors import ConfigError
+
+MODELS = ("convnext_test", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
+CHOICES = {
+    "model": MODELS,
+    "resize": ("bilinear", "nearest"),
+    "class_weights": ("balanced", "none"),
+    "augment": ("none", "basic", "strong", "robust"),
+    "optimizer": ("adamw", "lion"),
+    "mixed_precision": ("auto", "on", "off"),
+    "xla": ("auto", "on", "off"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of `cbtool train`. Phase 1 trains the head on a frozen backbone; phase 2 fine-tunes."""
+
+    model: str = "convnext_tiny"
+    weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
+    input_size: int = 96
+    resize: str = "bilinear"
+    dropout: float = 0.2
+    epochs1: int = 3  # phase 1: head only, backbone frozen (0 skips it)
+    epochs2: int = 20  # phase 2: backbone unfrozen
+    unfreeze: int | str = "all"  # phase 2: "all", or the number of last stages to unfreeze
+    batch_size: int = 32
+    lr1: float = 1e-3
+    lr2: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
+    label_smoothing: float = 0.1
+    class_weights: str = "balanced"
+    augment: str = "basic"
+    patience: int = 5  # early stopping on validation accuracy, per phase (0 disables)
+    seed: int = 0
+    optimizer: str = "adamw"
+    mixed_precision: str = "auto"  # float16 compute on a GPU that supports it
+    xla: str = "auto"  # XLA compilation on a GPU
+    val_fraction: float = 0.15  # held-out stratified split when no --val is given
+    probe_size: int = 32
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs1 + self.epochs2
+
+
+def split_epochs(total: int, weights: str) -> tuple[int, int]:
+    """Turn one epoch budget into (phase 1, phase 2): a fifth for the head, none when there is nothing pretrained."""
+    if weights == "none":
+        return 0, total
+    if total <= 1:
+        return total, 0
+    first = max(1, total // 5)
+    return first, total - first
+
+
+def parse_epochs(text: str) -> int | tuple[int, int]:
+    """`--epochs 10` (a total) or `--epochs 2,8` (per phase)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--epochs: expected N or N1,N2 (whole numbers), found {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 0:
+        raise ConfigError(f"--epochs: expected N or N1,N2 (whole numbers >= 0), found {text!r}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the file at `path` (TOML or YAML), then `overrides` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    epochs: Any = None
+    if path is not None:
+        file_values = dict(read_config_file(path))
+        epochs = file_values.pop("epochs", None)
+        values.update(_check(file_values, str(path)))
+        if epochs is not None:
+            epochs = _check_epochs(epochs, str(path))
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "epochs" in cli:
+        epochs = _check_epochs(cli.pop("epochs"), "command line")
+        values.pop("epochs1", None), values.pop("epochs2", None)
+    values.update(_check(cli, "command line"))
+    config = TrainConfig(**values)
+    if isinstance(epochs, int):
+        config.epochs1, config.epochs2 = split_epochs(epochs, config.weights)
+    elif epochs is not None:
+        config.epochs1, config.epochs2 = epochs
+    _validate(config, str(path) if path is not None else "command line")
+    return config
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) mapping; YAML needs PyYAML installed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    elif suffix in (".yaml", ".yml"):
+        data = _read_yaml(path, text)
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: invalid JSON ({exc})") from exc
+    else:
+        raise ConfigError(f"{path}: unknown config format {suffix!r}; expected .toml, .yaml/.yml or .json")
+    if isinstance(data, dict) and set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]  # a [train] table is accepted too
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
+    return data
+
+
+def load_saved_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config a previous `cbtool train` wrote to `run_dir/config.json`."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no saved config; is {run_dir} a cbtool run dir?")
+    data = read_config_file(path)
+    config = TrainConfig(**_check(data, str(path)))
+    _validate(config, str(path))
+    return config
+
+
+def _read_yaml(path: Path, text: str):
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write the config as TOML") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+
+
+def _field_types() -> dict[str, tuple[type, ...]]:
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for f in fields(TrainConfig):
+        hint = hints[f.name]
+        out[f.name] = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return out
+
+
+def _check(values: Mapping[str, Any], source: str) -> dict:
+    types_ = _field_types()
+    checked = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in types_:
+            close = [k for k in types_ if k.startswith(name[:3])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{source}: unknown setting '{key}'{hint}; known settings: {', '.join(sorted(types_))}, epochs")
+        checked[name] = _coerce(name, value, types_[name], source)
+    return checked
+
+
+def _coerce(name: str, value: Any, allowed: tuple[type, ...], source: str) -> Any:
+    for kind in allowed:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is str and isinstance(value, str):
+            return int(value) if int in allowed and value.isdigit() else value
+    wanted = " or ".join(k.__name__ for k in allowed)
+    raise ConfigError(f"{source}: setting '{name}' must be {wanted}, found {type(value).__name__} {value!r}")
+
+
+def _check_epochs(value: Any, source: str) -> int | tuple[int, int]:
+    if isinstance(value, str):
+        return parse_epochs(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"{source}: setting 'epochs' must be a whole number or a pair [phase1, phase2], found {value!r}")
+
+
+def _validate(config: TrainConfig, source: str) -> None:
+    for name, allowed in CHOICES.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(f"{source}: setting '{name}' must be one of {', '.join(allowed)}, found {value!r}")
+    positive = ("input_size", "batch_size", "probe_size")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{source}: setting '{name}' must be >= 1, found {getattr(config, name)}")
+    non_negative = ("epochs1", "epochs2", "lr1", "lr2", "weight_decay", "warmup_epochs", "min_lr_ratio", "patience")
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{source}: setting '{name}' must be >= 0, found {getattr(config, name)}")
+    if config.total_epochs < 1:
+        raise ConfigError(f"{source}: at least one epoch is needed (epochs1 + epochs2 = 0)")
+    for name in ("dropout", "label_smoothing"):
+        if not 0 <= getattr(config, name) < 1:
+            raise ConfigError(f"{source}: setting '{name}' must lie in [0, 1), found {getattr(config, name)}")
+    if not 0 < config.val_fraction < 1:
+        raise ConfigError(f"{source}: setting 'val_fraction' must lie in (0, 1), found {config.val_fraction}")
+    if not (config.unfreeze == "all" or (isinstance(config.unfreeze, int) and config.unfreeze >= 1)):
+        raise ConfigError(f"{source}: setting 'unfreeze' must be 'all' or a number of stages >= 1, found {config.unfreeze!r}")
+    if config.weights in ("", None):
+        raise ConfigError(f"{source}: setting 'weights' must be 'imagenet', 'none' or a file path")
