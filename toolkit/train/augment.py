@@ -1,0 +1,177 @@
+"""Augmentation presets for the `tf.data` training pipeline, from core Keras layers and TensorFlow ops only.
+
+Augmentation never enters the model that is exported: it runs on batches of float32 0-255 images (what
+`toolkit.preprocessing.preprocess` produced) with one-hot labels, and returns the same value range.
+
+- none:   identity.
+- basic:  flips, 90-degree rotations, small translation and zoom, brightness and contrast.
+- strong: basic + keras RandAugment + CutMix or MixUp (which turn labels into soft labels).
+- robust: basic + corruption-style transforms modelled on the blood-cell corruptions `simulate --shift` uses
+          (DESIGN.md section 5): blur, JPEG degradation, brightness/contrast/saturation shifts, pixelation, noise.
+
+Determinism: every Keras layer gets its own seed derived from the run seed (its state advances once per batch),
+and the TensorFlow ops draw from stateless generators keyed by (seed, global step). The pipeline applies the
+augmenter in a sequential map, so a given seed reproduces the same batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS = ("none", "basic", "strong", "robust")
+
+# Per-image probability of each corruption family in the robust preset.
+CORRUPTION_P = 0.2
+
+
+class Augmenter:
+    """`augmenter(images, labels, step) -> (images, labels)` on batches; images float32 (B,S,S,3) in 0-255."""
+
+    def __init__(self, preset: str, seed: int = 0):
+        if preset not in PRESETS:
+            from toolkit.errors import ConfigError
+
+            raise ConfigError(f"augment must be one of {', '.join(PRESETS)}, found {preset!r}")
+        self.preset = preset
+        self.seed = int(seed)
+        self._layers: dict[str, Any] = {}
+        if preset != "none":
+            self._build_layers()
+
+    def _build_layers(self) -> None:
+        from keras import layers
+
+        s = self.seed * 1000
+        self._layers["flip"] = layers.RandomFlip("horizontal_and_vertical", seed=s + 1)
+        self._layers["translate"] = layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=s + 2)
+        self._layers["zoom"] = layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=s + 3)
+        self._layers["brightness"] = layers.RandomBrightness(0.1, value_range=(0, 255), seed=s + 4)
+        self._layers["contrast"] = layers.RandomContrast(0.1, value_range=(0, 255), seed=s + 5)
+        if self.preset == "strong":
+            self._layers["randaugment"] = layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=s + 6)
+            self._layers["mixup"] = layers.MixUp(alpha=0.2, seed=s + 7)
+            self._layers["cutmix"] = layers.CutMix(factor=1.0, seed=s + 8)
+        if self.preset == "robust":
+            self._layers["blur"] = layers.RandomGaussianBlur(
+                factor=(CORRUPTION_P, CORRUPTION_P), kernel_size=5, sigma=(0.5, 2.0), value_range=(0, 255), seed=s + 9
+            )
+
+    def __call__(self, images, labels, step):
+        import tensorflow as tf
+
+        if self.preset == "none":
+            return images, labels
+        images = tf.cast(images, tf.float32)
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)]), 8)
+        images = self._basic(images, seeds[0])
+        if self.preset == "strong":
+            images = tf.clip_by_value(self._layers["randaugment"](images, training=True), 0.0, 255.0)
+            images, labels = self._mix(images, labels, seeds[1])
+        elif self.preset == "robust":
+            images = self._corrupt(images, seeds[2:])
+        return tf.clip_by_value(images, 0.0, 255.0), labels
+
+    def _basic(self, images, seed):
+        import tensorflow as tf
+
+        images = self._layers["flip"](images, training=True)
+        images = _random_rot90(images, seed)
+        images = self._layers["translate"](images, training=True)
+        images = self._layers["zoom"](images, training=True)
+        images = self._layers["brightness"](images, training=True)
+        images = self._layers["contrast"](images, training=True)
+        return tf.clip_by_value(images, 0.0, 255.0)
+
+    def _mix(self, images, labels, seed):
+        """With probability 1/2 apply MixUp or CutMix (1/4 each) to the batch; labels become soft."""
+        import tensorflow as tf
+
+        u = tf.random.stateless_uniform([], seed=seed)
+        labels = tf.cast(labels, tf.float32)
+
+        def apply(name):
+            def branch():
+                out = self._layers[name]({"images": images, "labels": labels}, training=True)
+                return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+
+            return branch
+
+        return tf.case([(u < 0.25, apply("mixup")), (u < 0.5, apply("cutmix"))], default=lambda: (images, labels))
+
+    def _corrupt(self, images, seeds):
+        import tensorflow as tf
+
+        images = tf.clip_by_value(tf.cast(self._layers["blur"](images, training=True), tf.float32), 0.0, 255.0)
+        for fn, seed in zip((_jpeg, _brightness, _contrast, _saturation, _pixelate, _noise), tf.unstack(seeds)):
+            picked_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+            mask = tf.random.stateless_uniform(tf.shape(images)[:1], seed=picked_seed) < CORRUPTION_P
+            images = tf.where(mask[:, None, None, None], fn(images, param_seed), images)
+        return images
+
+
+def make_augmenter(preset: str, seed: int = 0) -> Augmenter:
+    """The augmenter for a preset name (`none`, `basic`, `strong`, `robust`)."""
+    return Augmenter(preset, seed)
+
+
+def _per_image(images, seed, low, high):
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=low, maxval=high)[:, None, None, None]
+
+
+def _random_rot90(images, seed):
+    import tensorflow as tf
+
+    k = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=0, maxval=4, dtype=tf.int32)[:, None, None, None]
+    r1, r2, r3 = (tf.image.rot90(images, i) for i in (1, 2, 3))
+    return tf.where(k == 0, images, tf.where(k == 1, r1, tf.where(k == 2, r2, r3)))
+
+
+def _jpeg(images, seed):
+    """JPEG re-encoding at a quality drawn per image between 7 and 50 (MedMNIST-C's severity range)."""
+    import tensorflow as tf
+
+    quality = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=7, maxval=51, dtype=tf.int32)
+
+    def one(args):
+        image, q = args
+        return tf.image.adjust_jpeg_quality(image / 255.0, q) * 255.0
+
+    return tf.map_fn(one, (images, quality), fn_output_signature=tf.float32)
+
+
+def _brightness(images, seed):
+    return images * _per_image(images, seed, 0.5, 1.4)
+
+
+def _contrast(images, seed):
+    import tensorflow as tf
+
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return (images - mean) * _per_image(images, seed, 0.5, 1.3) + mean
+
+
+def _saturation(images, seed):
+    import tensorflow as tf
+
+    gray = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    return gray + (images - gray) * _per_image(images, seed, 0.3, 1.7)
+
+
+def _pixelate(images, seed):
+    """Downsample by a factor of 2-4 (one per batch) and upsample back with nearest neighbour."""
+    import tensorflow as tf
+
+    size = tf.shape(images)[1:3]
+    factor = tf.random.stateless_uniform([], seed=seed, minval=2, maxval=5, dtype=tf.int32)
+    small = tf.image.resize(images, tf.maximum(size // factor, 1), method="area")
+    return tf.image.resize(small, size, method="nearest")
+
+
+def _noise(images, seed):
+    import tensorflow as tf
+
+    sigma_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    sigma = _per_image(images, sigma_seed, 2.0, 12.0)
+    return images + sigma * tf.random.stateless_normal(tf.shape(images), seed=noise_seed)
