@@ -1,0 +1,355 @@
+"""Two-phase ConvNeXt fine-tuning into a run dir, resumable epoch by epoch.
+
+Phase 1 trains the head on a frozen backbone with the higher learning rate; phase 2 unfreezes the backbone (or its
+last N stages) with the lower one. Both use AdamW (or Lion) with weight decay kept off norms, biases and layer-scale
+gammas, cosine decay with linear warmup, label smoothing, class weights, and early stopping on validation accuracy
+that restores the best weights. On a GPU: mixed precision and XLA; on more than one GPU: MirroredStrategy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.data.io import Dataset
+from toolkit.errors import ConfigError, DataError
+from toolkit.train import pipeline, rundir
+from toolkit.train.config import TrainConfig, load_saved_config
+
+NO_DECAY_NAMES = ["bias", "gamma", "beta", "layer_scale"]
+
+
+@dataclass
+class TrainResult:
+    """What a call to `train` did: finished or stopped, final metrics when finished."""
+
+    run_dir: Path
+    completed: bool
+    epochs_done: int
+    epochs_this_run: int
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    seconds: float
+    metrics: dict | None = None
+    devices: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        out = {
+            "run_dir": str(self.run_dir),
+            "completed": self.completed,
+            "epochs_done": self.epochs_done,
+            "epochs_this_run": self.epochs_this_run,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
+            "seconds": round(self.seconds, 2),
+            "devices": self.devices,
+        }
+        if self.metrics:
+            out.update({k: self.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")})
+        return out
+
+
+def split_validation(data: Dataset, val: Dataset | None, config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """The given validation set, or a seeded stratified hold-out of `config.val_fraction` of `data`."""
+    if val is not None:
+        if list(val.class_names) != list(data.class_names):
+            raise DataError(f"validation classes {val.class_names} differ from training classes {data.class_names}")
+        return data, val
+    train_idx, val_idx = pipeline.stratified_split(data.labels, config.val_fraction, config.seed)
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
+          verbose: bool = True, log: Callable[[str], None] | None = None, stop_after_epochs: int | None = None) -> TrainResult:
+    """Train into `run_dir` (or continue the run there with `resume`); `stop_after_epochs` stops early like an interrupt."""
+    import keras
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    log = log or (lambda message: None)
+    if resume:
+        config = load_saved_config(run_dir)
+        state = rundir.read_state(run_dir)
+        if state.get("completed"):
+            raise ConfigError(f"{run_dir}: this run already finished ({state['epoch']} epochs); nothing to resume")
+    else:
+        config = config or TrainConfig()
+        rundir.check_fresh(run_dir)
+    train_set, val_set = split_validation(data, val, config)
+    fingerprint = pipeline.data_fingerprint(train_set.images, train_set.labels, val_set.images, val_set.labels)
+    if resume and state["data_sha256"] != fingerprint:
+        raise DataError(f"{run_dir}: the training/validation data differ from the data this run started with; cannot resume")
+    keras.utils.set_random_seed(config.seed)
+    devices = _devices(config)
+    log(f"training {config.model} on {len(train_set)} images, validating on {len(val_set)} ({devices['summary']})")
+    spec = _model_spec(config, train_set.class_names)
+    if not resume:
+        rundir.write_setup(run_dir, config, spec)
+        state = rundir.new_state(fingerprint)
+        rundir.save_state(run_dir, state)
+    model = _build(spec, config, devices, resume_from=run_dir / rundir.LAST_WEIGHTS if resume else None)
+    tracker = _Tracker(run_dir, state, config.patience, stop_after_epochs)
+    _run_phases(model, tracker, train_set, val_set, config, devices, verbose)
+    result = TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"], state["best_val_accuracy"],
+                         time.perf_counter() - started, devices={k: v for k, v in devices.items() if k != "strategy"})
+    if tracker.interrupted:
+        log(f"stopped after {state['epoch']} epochs; continue with --resume")
+        return result
+    result.metrics = _finish(run_dir, spec, val_set, state, config, tracker)
+    state["completed"] = True
+    rundir.save_state(run_dir, state)
+    result.completed, result.seconds = True, time.perf_counter() - started
+    return result
+
+
+def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) -> None:
+    import keras
+
+    steps, batch = pipeline.steps_per_epoch(len(train_set), config.batch_size)
+    tracker.images_per_epoch = steps * batch
+    augmenter = _augmenter(config)
+    weights = pipeline.class_weight_vector(train_set.labels, train_set.num_classes, config.class_weights)
+    val_ds = pipeline.eval_dataset(val_set.images, val_set.labels, val_set.num_classes, input_size=config.input_size,
+                                   resize=config.resize, batch_size=config.batch_size)
+    state = tracker.state
+    bounds = [(1, 0, config.epochs1, config.lr1), (2, config.epochs1, config.total_epochs, config.lr2)]
+    for phase, start, end, lr in bounds:
+        if end <= start or state["epoch"] >= end:
+            continue
+        mid_phase = state["epoch"] > start
+        if not mid_phase and (tracker.run_dir / rundir.BEST_WEIGHTS).exists():
+            model.load_weights(tracker.run_dir / rundir.BEST_WEIGHTS)  # phase 2 starts from phase 1's best
+        set_trainable(model, phase, config.unfreeze)
+        with devices["strategy"].scope():
+            optimizer = make_optimizer(config, lr, total_steps=steps * (end - start), warmup_steps=int(config.warmup_epochs * steps))
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+            model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                          jit_compile=devices["xla"])
+            if mid_phase:
+                rundir.restore_optimizer(model, model.optimizer, tracker.run_dir / rundir.OPTIMIZER_STATE)
+        tracker.begin_phase(phase, end, reset_wait=not mid_phase)
+        train_ds = pipeline.train_dataset(
+            train_set.images, train_set.labels, train_set.num_classes, input_size=config.input_size, resize=config.resize,
+            batch_size=config.batch_size, seed=config.seed, start_epoch=state["epoch"], end_epoch=end,
+            augmenter=augmenter, class_weights=weights)
+        # Keras prints its progress on stdout; stdout belongs to --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            model.fit(train_ds, epochs=end, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=val_ds,
+                      callbacks=[tracker], verbose=2 if verbose else 0)
+        if tracker.interrupted:
+            return
+        state["epoch"], state["wait"] = end, 0  # early stopping ends the phase
+        rundir.save_state(tracker.run_dir, state)
+    if (tracker.run_dir / rundir.BEST_WEIGHTS).exists():
+        model.load_weights(tracker.run_dir / rundir.BEST_WEIGHTS)
+
+
+def make_optimizer(config: TrainConfig, lr: float, total_steps: int, warmup_steps: int):
+    """AdamW or Lion on a cosine schedule with linear warmup; no weight decay on norms, biases, layer scales."""
+    import keras
+
+    total_steps = max(1, total_steps)
+    warmup_steps = min(max(0, warmup_steps), total_steps - 1)
+    if warmup_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, total_steps - warmup_steps, alpha=config.min_lr_ratio,
+                                                          warmup_target=lr, warmup_steps=warmup_steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(lr, total_steps, alpha=config.min_lr_ratio)
+    kind = keras.optimizers.Lion if config.optimizer == "lion" else keras.optimizers.AdamW
+    optimizer = kind(learning_rate=schedule, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
+    return optimizer
+
+
+def set_trainable(model, phase: int, unfreeze: int | str = "all") -> None:
+    """Phase 1: only the head (pooling onwards) trains. Phase 2: everything, or the head and the last N stages."""
+    layers = _leaf_layers(model)
+    head = _head_start(layers)
+    for container in _containers(model):
+        container.trainable = True
+    if phase == 2 and unfreeze == "all":
+        for layer in layers:
+            layer.trainable = True
+        return
+    keep: set[int] = set()
+    if phase == 2:
+        stages = sorted({s for s in (_stage_of(layer.name) for layer in layers[:head]) if s is not None})
+        if not stages:
+            raise ConfigError(f"unfreeze={unfreeze}: cannot find stage names in model {model.name}")
+        keep = set(stages[-int(unfreeze):])
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= head or _stage_of(layer.name) in keep
+
+
+def _leaf_layers(model) -> list:
+    out = []
+    for layer in model.layers:
+        out.extend(_leaf_layers(layer) if hasattr(layer, "layers") and layer.layers else [layer])
+    return out
+
+
+def _containers(model) -> list:
+    out = [model]
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            out.extend(_containers(layer))
+    return out
+
+
+def _head_start(layers) -> int:
+    for i, layer in enumerate(layers):
+        if "GlobalAveragePooling" in type(layer).__name__ or "head" in layer.name:
+            return i
+    raise ConfigError("cannot find the head (global pooling) of the model to freeze the backbone")
+
+
+def _stage_of(name: str) -> int | None:
+    import re
+
+    match = re.search(r"stages?_(\d+)", name)
+    if match:
+        return int(match.group(1))
+    match = re.search(r"downsampl\w*?_(\d+)", name)  # the downsampling in front of stage i+1
+    return int(match.group(1)) + 1 if match else None
+
+
+def _model_spec(config: TrainConfig, class_names: list[str]) -> dict:
+    from toolkit.train.models import model_spec
+
+    return model_spec(config.model, len(class_names), list(class_names), input_size=config.input_size, dropout=config.dropout)
+
+
+def _build(spec: dict, config: TrainConfig, devices: dict, resume_from: Path | None):
+    import keras
+
+    from toolkit.train.models import create_model
+
+    previous = keras.config.dtype_policy()
+    try:
+        if devices["mixed_precision"]:
+            keras.config.set_dtype_policy("mixed_float16")
+        with devices["strategy"].scope():
+            model = create_model(spec, weights="none" if resume_from else config.weights)
+            if resume_from:
+                model.load_weights(resume_from)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model
+
+
+def _augmenter(config: TrainConfig):
+    from toolkit.train.augment import make_augmenter
+
+    return make_augmenter(config.augment, config.seed)
+
+
+def _devices(config: TrainConfig) -> dict:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    capable = bool(gpus) and _compute_capability(gpus[0]) >= 7.0
+    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and capable)
+    xla = config.xla == "on" or (config.xla == "auto" and bool(gpus))
+    summary = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    summary += ", mixed precision" if mixed else ", float32"
+    summary += ", XLA" if xla else ""
+    summary += ", MirroredStrategy" if len(gpus) > 1 else ""
+    return {"strategy": strategy, "gpus": len(gpus), "mixed_precision": mixed, "xla": xla, "summary": summary}
+
+
+def _compute_capability(gpu) -> float:
+    import tensorflow as tf
+
+    try:
+        major, minor = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+    except Exception:  # details are best effort; no mixed precision when unknown
+        return 0.0
+    return major + minor / 10
+
+
+def _finish(run_dir: Path, spec: dict, val_set: Dataset, state: dict, config: TrainConfig, tracker) -> dict:
+    """Rebuild the float32 network with toolkit.arch (as export will), load the best weights, evaluate, write files."""
+    from toolkit.arch import build_model
+
+    best = run_dir / rundir.BEST_WEIGHTS
+    model = build_model(spec)
+    model.load_weights(best)
+    val_ds = pipeline.eval_dataset(val_set.images, val_set.labels, val_set.num_classes, input_size=config.input_size,
+                                   resize=config.resize, batch_size=config.batch_size)
+    probs = np.asarray(model.predict(val_ds.map(lambda x, y: x), verbose=0), dtype=np.float32)
+    history = state["history"]
+    seconds = sum(history["seconds"])
+    extra = {
+        "split": "validation",
+        "best_epoch": state["best_epoch"],
+        "epochs_done": len(history["epoch"]),
+        "train_seconds": round(seconds, 2),
+        "train_images_per_epoch": tracker.images_per_epoch,
+    }
+    return rundir.write_results(run_dir, val_set, probs, history, config.probe_size, extra)
+
+
+def _Tracker(run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None):
+    """A keras Callback (made here so importing this module does not import Keras); see `_TrackerMixin`."""
+    import keras
+
+    cls = type("Tracker", (_TrackerMixin, keras.callbacks.Callback), {})
+    return cls(run_dir, state, patience, stop_after_epochs)
+
+
+class _TrackerMixin:
+    """Per epoch: history, best weights on validation accuracy, resumable state, early stopping, test interrupts."""
+
+    def __init__(self, run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None):
+        super().__init__()
+        self.run_dir, self.state, self.patience, self.stop_after = run_dir, state, patience, stop_after_epochs
+        self.epochs_run, self.interrupted, self.phase, self.images_per_epoch = 0, False, 1, 0
+        self._t0 = 0.0
+
+    def begin_phase(self, phase: int, end: int, reset_wait: bool) -> None:
+        self.phase = phase
+        self.state["phase"] = phase
+        if reset_wait:
+            self.state["wait"] = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs, state, history = logs or {}, self.state, self.state["history"]
+        val_acc = float(logs.get("val_accuracy", 0.0))
+        row = {"epoch": epoch + 1, "phase": self.phase, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
+               "val_loss": logs.get("val_loss"), "val_accuracy": val_acc, "lr": _current_lr(self.model.optimizer),
+               "seconds": round(time.perf_counter() - self._t0, 3)}
+        for key in rundir.HISTORY_KEYS:
+            value = row[key]
+            history[key].append(float(value) if isinstance(value, (float, np.floating)) or hasattr(value, "numpy") else value)
+        if state["best_val_accuracy"] is None or val_acc > state["best_val_accuracy"]:
+            state["best_val_accuracy"], state["best_epoch"], state["wait"] = val_acc, epoch + 1, 0
+            rundir.save_weights(self.model, self.run_dir / rundir.BEST_WEIGHTS)
+        else:
+            state["wait"] += 1
+        state["epoch"] = epoch + 1
+        rundir.save_weights(self.model, self.run_dir / rundir.LAST_WEIGHTS)
+        rundir.save_optimizer(self.model.optimizer, self.run_dir / rundir.OPTIMIZER_STATE)
+        rundir.save_state(self.run_dir, state)
+        self.epochs_run += 1
+        if self.patience and state["wait"] >= self.patience:
+            self.model.stop_training = True
+        if self.stop_after is not None and self.epochs_run >= self.stop_after:
+            self.interrupted = True
+            self.model.stop_training = True
+
+
+def _current_lr(optimizer) -> float | None:
+    try:
+        return float(np.asarray(optimizer.learning_rate))
+    except Exception:  # a wrapped optimizer may not expose it; the history just lacks the value
+        return None
