@@ -1,0 +1,1 @@
+"""Training: the model registry (`models`), config, augmentation, the tf.data pipeline, fitting and metrics."""
