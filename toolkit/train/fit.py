@@ -55,6 +55,24 @@ class TrainResult:
         return out
 
 
+def load_training_data(data_path: str | Path, val_path: str | Path | None = None,
+                       allow_pickle: bool = False) -> tuple[Dataset, Dataset | None]:
+    """Load the training npz and the optional validation npz, with validation labels mapped onto training classes."""
+    from toolkit.data.io import load_dataset
+
+    data = load_dataset(data_path, allow_pickle=allow_pickle)
+    if val_path is None:
+        return data, None
+    val = load_dataset(val_path, allow_pickle=allow_pickle, num_classes=data.num_classes)
+    if list(val.class_names) != list(data.class_names):
+        unknown = [name for name in val.class_names if name not in data.class_names]
+        if unknown:
+            raise DataError(f"{val_path}: classes {unknown} do not occur in the training classes {data.class_names}")
+        lookup = np.array([data.class_names.index(name) for name in val.class_names], dtype=np.int64)
+        val = Dataset(val.images, lookup[val.labels], list(data.class_names), val.original_indices, val.schema, val.source)
+    return data, val
+
+
 def split_validation(data: Dataset, val: Dataset | None, config: TrainConfig) -> tuple[Dataset, Dataset]:
     """The given validation set, or a seeded stratified hold-out of `config.val_fraction` of `data`."""
     if val is not None:
@@ -94,7 +112,7 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
         state = rundir.new_state(fingerprint)
         rundir.save_state(run_dir, state)
     model = _build(spec, config, devices, resume_from=run_dir / rundir.LAST_WEIGHTS if resume else None)
-    tracker = _Tracker(run_dir, state, config.patience, stop_after_epochs)
+    tracker = _Tracker(run_dir, state, config.patience, stop_after_epochs, twin=_twin(spec))
     _run_phases(model, tracker, train_set, val_set, config, devices, verbose)
     result = TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"], state["best_val_accuracy"],
                          time.perf_counter() - started, devices={k: v for k, v in devices.items() if k != "strategy"})
@@ -124,7 +142,7 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
             continue
         mid_phase = state["epoch"] > start
         if not mid_phase and (tracker.run_dir / rundir.BEST_WEIGHTS).exists():
-            model.load_weights(tracker.run_dir / rundir.BEST_WEIGHTS)  # phase 2 starts from phase 1's best
+            tracker.load_into_model(model, tracker.run_dir / rundir.BEST_WEIGHTS)  # phase 2 starts from phase 1's best
         set_trainable(model, phase, config.unfreeze)
         with devices["strategy"].scope():
             optimizer = make_optimizer(config, lr, total_steps=steps * (end - start), warmup_steps=int(config.warmup_epochs * steps))
@@ -141,13 +159,13 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
         # Keras prints its progress on stdout; stdout belongs to --json.
         with contextlib.redirect_stdout(sys.stderr):
             model.fit(train_ds, epochs=end, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=val_ds,
-                      callbacks=[tracker], verbose=2 if verbose else 0)
+                      callbacks=[tracker], verbose=2 if verbose else 0, shuffle=False)
         if tracker.interrupted:
             return
         state["epoch"], state["wait"] = end, 0  # early stopping ends the phase
         rundir.save_state(tracker.run_dir, state)
     if (tracker.run_dir / rundir.BEST_WEIGHTS).exists():
-        model.load_weights(tracker.run_dir / rundir.BEST_WEIGHTS)
+        tracker.load_into_model(model, tracker.run_dir / rundir.BEST_WEIGHTS)
 
 
 def make_optimizer(config: TrainConfig, lr: float, total_steps: int, warmup_steps: int):
@@ -243,6 +261,17 @@ def _build(spec: dict, config: TrainConfig, devices: dict, resume_from: Path | N
     return model
 
 
+def _twin(spec: dict):
+    """A float32 copy of the network from toolkit.arch: what the run dir's weight files are saved from.
+
+    Saving the training model itself would also store its optimizer slots (3x the size) and a mixed-precision model
+    if there is one; the export and the submission load these files into exactly this network.
+    """
+    from toolkit.arch import build_model
+
+    return build_model(spec)
+
+
 def _augmenter(config: TrainConfig):
     from toolkit.train.augment import make_augmenter
 
@@ -296,20 +325,21 @@ def _finish(run_dir: Path, spec: dict, val_set: Dataset, state: dict, config: Tr
     return rundir.write_results(run_dir, val_set, probs, history, config.probe_size, extra)
 
 
-def _Tracker(run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None):
+def _Tracker(run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None, twin):
     """A keras Callback (made here so importing this module does not import Keras); see `_TrackerMixin`."""
     import keras
 
     cls = type("Tracker", (_TrackerMixin, keras.callbacks.Callback), {})
-    return cls(run_dir, state, patience, stop_after_epochs)
+    return cls(run_dir, state, patience, stop_after_epochs, twin)
 
 
 class _TrackerMixin:
     """Per epoch: history, best weights on validation accuracy, resumable state, early stopping, test interrupts."""
 
-    def __init__(self, run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None):
+    def __init__(self, run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None, twin):
         super().__init__()
         self.run_dir, self.state, self.patience, self.stop_after = run_dir, state, patience, stop_after_epochs
+        self.twin = twin
         self.epochs_run, self.interrupted, self.phase, self.images_per_epoch = 0, False, 1, 0
         self._t0 = 0.0
 
@@ -318,6 +348,11 @@ class _TrackerMixin:
         self.state["phase"] = phase
         if reset_wait:
             self.state["wait"] = 0
+
+    def load_into_model(self, model, path: Path) -> None:
+        """Load a run-dir weight file into the (compiled) training model, through the float32 twin."""
+        self.twin.load_weights(path)
+        model.set_weights(self.twin.get_weights())
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -331,13 +366,14 @@ class _TrackerMixin:
         for key in rundir.HISTORY_KEYS:
             value = row[key]
             history[key].append(float(value) if isinstance(value, (float, np.floating)) or hasattr(value, "numpy") else value)
+        self.twin.set_weights(self.model.get_weights())
         if state["best_val_accuracy"] is None or val_acc > state["best_val_accuracy"]:
             state["best_val_accuracy"], state["best_epoch"], state["wait"] = val_acc, epoch + 1, 0
-            rundir.save_weights(self.model, self.run_dir / rundir.BEST_WEIGHTS)
+            rundir.save_weights(self.twin, self.run_dir / rundir.BEST_WEIGHTS)
         else:
             state["wait"] += 1
         state["epoch"] = epoch + 1
-        rundir.save_weights(self.model, self.run_dir / rundir.LAST_WEIGHTS)
+        rundir.save_weights(self.twin, self.run_dir / rundir.LAST_WEIGHTS)
         rundir.save_optimizer(self.model.optimizer, self.run_dir / rundir.OPTIMIZER_STATE)
         rundir.save_state(self.run_dir, state)
         self.epochs_run += 1
@@ -349,7 +385,9 @@ class _TrackerMixin:
 
 
 def _current_lr(optimizer) -> float | None:
+    import keras
+
     try:
-        return float(np.asarray(optimizer.learning_rate))
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     except Exception:  # a wrapped optimizer may not expose it; the history just lacks the value
         return None

@@ -1,0 +1,47 @@
+"""`cbtool train`: fine-tune a ConvNeXt on an npz into a run dir (resumable)."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.cli import main
+from toolkit.cli._common import Output, Result, cbtool_command
+from toolkit.errors import ConfigError
+from toolkit.train.config import CHOICES
+
+
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML file of settings (flags override it).")
+@click.option("--model", type=click.Choice(CHOICES["model"]), help="Architecture variant (default convnext_tiny).")
+@click.option("--weights", help="imagenet, none, or a weights file (default imagenet).")
+@click.option("--epochs", help="Total epochs N, or N1,N2 for phase 1 (head only) and phase 2 (fine-tuning).")
+@click.option("--batch-size", type=int, help="Batch size (default 32).")
+@click.option("--input-size", type=int, help="Network input size; images are resized by the recorded preprocessing.")
+@click.option("--augment", type=click.Choice(CHOICES["augment"]), help="Augmentation preset (default basic).")
+@click.option("--class-weights", type=click.Choice(CHOICES["class_weights"]), help="Loss weights per class (default balanced).")
+@click.option("--optimizer", type=click.Choice(CHOICES["optimizer"]), help="Optimizer (default adamw).")
+@click.option("--seed", type=int, help="Seed for the split, initialisation, shuffling and augmentation (default 0).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR with its saved config.")
+@click.option("--allow-pickle", is_flag=True, help="Allow object arrays in the npz (AN2DL 2023 string labels). Trust the file first.")
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+def _train(out: Output, data, val_path, config_path, run_dir, resume, allow_pickle, **overrides) -> Result:
+    """Train a ConvNeXt (phase 1: head on a frozen backbone; phase 2: fine-tune) and write a run dir."""
+    from toolkit.train.config import resolve_config
+    from toolkit.train.fit import load_training_data, train
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if resume and (given or config_path):
+        raise ConfigError(f"--resume continues with the saved {run_dir}/config.json; drop --config and the other settings")
+    config = None if resume else resolve_config(config_path, given)
+    train_set, val_set = load_training_data(data, val_path, allow_pickle)
+    result = train(train_set, val_set, config, run_dir, resume=resume, verbose=out.show_progress, log=out.info)
+    summary = result.summary()
+    m = result.metrics or {}
+    human = (f"validation accuracy {m.get('accuracy', 0):.4f}, balanced accuracy {m.get('balanced_accuracy', 0):.4f}, "
+             f"macro F1 {m.get('macro_f1', 0):.4f} (best epoch {result.best_epoch} of {result.epochs_done}, "
+             f"{result.seconds:.0f} s)\nrun dir: {run_dir}")
+    return Result(data=summary, human=human)
+
+
+train_command = cbtool_command(main, "train", help=_train.__doc__)(_train)
