@@ -1,0 +1,132 @@
+"""The simulate report: files in the report dir, and the HTML page rendered by headless Chromium.
+
+Chromium is Debian's `chromium` package (tests/setup.sh installs it). The test renders a copy of report.html with
+a probe script appended, which records what the browser actually laid out: the page's rendered text (innerText
+skips anything hidden), the size of the key elements, and the decoded size of every image.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit import report
+from toolkit.runtime import shift
+from toolkit.runtime.scoring import score
+
+CLASSES = ["Basophil", "Eosinophil", "Erythroblast", "Immature granulocytes", "Lymphocyte", "Monocyte", "Neutrophil", "Platelet"]
+PROBE = """
+<pre id="cbtool-probe"></pre>
+<script>
+window.addEventListener("load", () => {
+  const out = {text: document.body.innerText, images: [...document.images].map(i => i.naturalWidth), boxes: {}};
+  for (const id of ["status", "accuracy", "shift-mean", "failure"]) {
+    const el = document.getElementById(id);
+    if (el) { const b = el.getBoundingClientRect(); out.boxes[id] = [b.width, b.height, getComputedStyle(el).visibility]; }
+  }
+  document.getElementById("cbtool-probe").textContent = JSON.stringify(out);
+});
+</script>
+"""
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _result(status: str = "ok") -> dict:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 8, 200)
+    pred = np.where(rng.random(200) < 0.8, y, rng.integers(0, 8, 200))
+    scores = score(y, pred, CLASSES)
+    table = {name: {s: max(0.0, scores["accuracy"] - 0.04 * s * (i % 4 + 1) / 2) for s in shift.SEVERITIES} for i, name in enumerate(shift.CORRUPTIONS)}
+    result = {
+        "status": status,
+        "failure": None,
+        "submission": "/tmp/sub.zip",
+        "data": "/tmp/heldout.npz",
+        "n_images": 200,
+        "profile": {"name": "an2dl-2024"},
+        "limits": {"time_limit_s": 600, "memory_limit_mb": 8192, "note": "The memory limit approximates the grader."},
+        "scores": {**scores, "input": "uint8"},
+        "scores_by_input": {"uint8": scores["accuracy"], "float32": scores["accuracy"]},
+        "timing": {"import_s": 2.5, "load_s": 0.75, "clean_predict_s": 4.0, "images_per_s": 100.0, "wall_s": 8.0},
+        "peak_memory_mb": 812.0,
+        "warnings": ["predictions differ between the uint8 and float32 inputs on 2 images"],
+        "shift": {**shift.summarize(scores["accuracy"], table), "images_per_set": 200, "seed": 0},
+        "versions": {"cbtool": "0.1.0", "numpy": np.__version__},
+    }
+    if status == "failed":
+        result.update(scores=None, shift=None, failure={"kind": "load_error", "phase": "load", "message": "weights.keras not found <b>",
+                                                         "stderr_tail": "Traceback ...\nFileNotFoundError"})  # fmt: skip
+    return result
+
+
+def _render(page: Path, tmp_path: Path) -> dict:
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (tests/setup.sh installs Debian's chromium package); cannot render the HTML report")
+    probe_page = page.with_name("probe.html")
+    probe_page.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,2000",
+           "--dump-dom", probe_page.as_uri()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    match = re.search(r'<pre id="cbtool-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match and match.group(1), f"chromium did not run the probe (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def test_report_dir_holds_codabench_scores_details_plots_and_one_html(tmp_path):
+    result = _result()
+    paths = report.write_report(result, tmp_path / "rep")
+    rep = tmp_path / "rep"
+    assert json.loads((rep / "scores.json").read_text()) == {
+        "accuracy": result["scores"]["accuracy"], "balanced_accuracy": result["scores"]["balanced_accuracy"],
+        "macro_f1": result["scores"]["macro_f1"], "shift_mean_accuracy": result["shift"]["mean_accuracy"],
+    }  # fmt: skip
+    details = json.loads((rep / "details.json").read_text())
+    assert details["timing"]["load_s"] == 0.75 and details["versions"]["cbtool"] == "0.1.0" and details["report"] == paths
+    for png in ("confusion_matrix.png", "corruption_severity.png"):
+        assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (rep / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert not re.search(r"(src|href)=['\"]?(https?:|//)", page), "the page must not load anything from the network"
+    assert sorted(p.name for p in rep.iterdir()) == sorted(["scores.json", "details.json", "confusion_matrix.png", "corruption_severity.png", "report.html"])
+
+
+def test_html_renders_the_key_numbers_in_chromium(tmp_path):
+    result = _result()
+    report.write_report(result, tmp_path / "rep")
+    seen = _render(tmp_path / "rep" / "report.html", tmp_path)
+    text = seen["text"]
+    acc = f"{100 * result['scores']['accuracy']:.2f}%"
+    assert f"accuracy {acc}" in text
+    assert f"shifted {100 * result['shift']['mean_accuracy']:.2f}%" in text
+    assert f"{100 * result['scores']['macro_f1']:.2f}%" in text
+    assert "OK" in text and "peak memory (MB)\t812" in text and "load the model\t0.75 s" in text
+    worst = result["shift"]["worst_corruption"]
+    assert f"worst: {worst}" in text
+    assert re.search(rf"{worst}\t" + r"\t".join([r"\d+\.\d\d%"] * 6), text), "the corruption table row is not laid out"
+    assert "Immature granulocytes" in text
+    assert seen["images"] and all(width > 300 for width in seen["images"]) and len(seen["images"]) == 2
+    for element in ("status", "accuracy", "shift-mean"):
+        width, height, visibility = seen["boxes"][element]
+        assert width > 0 and height > 0 and visibility == "visible", element
+
+
+def test_failed_html_shows_the_failure_escaped(tmp_path):
+    result = _result("failed")
+    paths = report.write_report(result, tmp_path / "rep")
+    assert "scores" not in paths  # no scores file, as on Codabench when ingestion crashes
+    seen = _render(tmp_path / "rep" / "report.html", tmp_path)
+    assert "FAILED" in seen["text"] and "Failure: load_error during load" in seen["text"]
+    assert "weights.keras not found <b>" in seen["text"]  # the markup-like text shows as text, not as markup
+    assert seen["boxes"]["failure"][1] > 0

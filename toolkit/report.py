@@ -1,0 +1,295 @@
+"""The simulate report directory: scores.json, details.json, two PNG plots and one self-contained HTML page.
+
+- scores.json: Codabench's scoring-file form, a flat {"accuracy": ...} object (only when the submission ran).
+- details.json: everything simulate measured, with versions and timings.
+- confusion_matrix.png, corruption_severity.png (with --shift).
+- report.html: one file, images inlined as base64, readable offline and attachable to an issue.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Sequence
+
+from toolkit.fsutil import atomic_open, write_json
+
+SCORES_FILE = "scores.json"
+DETAILS_FILE = "details.json"
+CONFUSION_PNG = "confusion_matrix.png"
+SHIFT_PNG = "corruption_severity.png"
+HTML_FILE = "report.html"
+
+
+def codabench_scores(result: dict) -> dict:
+    """The flat leaderboard object Codabench's scoring program writes to scores.json."""
+    scores = result.get("scores") or {}
+    out = {key: float(scores[key]) for key in ("accuracy", "balanced_accuracy", "macro_f1") if key in scores}
+    shift = result.get("shift")
+    if shift:
+        out["shift_mean_accuracy"] = float(shift["mean_accuracy"])
+    return out
+
+
+def write_report(result: dict, out_dir: str | Path) -> dict[str, str]:
+    """Write the report files for one simulate result; return {what: path}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    scores = result.get("scores")
+    if result.get("status") == "ok" and scores:
+        write_json(out_dir / SCORES_FILE, codabench_scores(result))
+        paths["scores"] = str(out_dir / SCORES_FILE)
+    if scores and scores.get("confusion_matrix"):
+        from toolkit.train.metrics import plot_confusion_matrix
+
+        plot_confusion_matrix(scores["confusion_matrix"], scores["class_names"], out_dir / CONFUSION_PNG, title="Held-out confusion matrix")
+        paths["confusion_matrix"] = str(out_dir / CONFUSION_PNG)
+    if result.get("shift"):
+        plot_shift(result["shift"], out_dir / SHIFT_PNG)
+        paths["corruption_plot"] = str(out_dir / SHIFT_PNG)
+    paths["details"] = str(out_dir / DETAILS_FILE)
+    paths["html"] = str(out_dir / HTML_FILE)
+    write_json(out_dir / DETAILS_FILE, {**result, "report": paths})
+    with atomic_open(out_dir / HTML_FILE, "w", encoding="utf-8") as handle:
+        handle.write(render_html(result, out_dir))
+    return paths
+
+
+def plot_shift(shift: dict, path: str | Path) -> Path:
+    """Accuracy against severity (0 = clean) for each corruption family, with the clean level as a dashed line."""
+    from matplotlib.figure import Figure
+
+    from toolkit.fsutil import atomic_path
+
+    fig = Figure(figsize=(9, 5))
+    ax = fig.subplots()
+    clean = shift["clean_accuracy"]
+    for i, (name, per_severity) in enumerate(shift["table"].items()):
+        severities = sorted(per_severity, key=int)
+        style = "-" if i < 10 else "--"
+        ax.plot([0, *map(int, severities)], [clean, *(per_severity[s] for s in severities)], style, marker="o", markersize=3, label=name)
+    ax.axhline(clean, color="black", linestyle=":", linewidth=1, label=f"clean {clean:.3f}")
+    ax.axhline(shift["mean_accuracy"], color="red", linestyle=":", linewidth=1, label=f"shifted mean {shift['mean_accuracy']:.3f}")
+    ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Accuracy under corruption (estimate of the hidden test)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return path
+
+
+# --- HTML ------------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:70rem;color:#222}
+h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6rem 0 1.4rem} td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.ok{color:#11772d;font-weight:bold} .failed{color:#b00020;font-weight:bold}
+.box{border-left:4px solid #b00020;background:#fff4f4;padding:.6rem 1rem;margin:1rem 0}
+.warn{border-left:4px solid #c68a00;background:#fffaf0;padding:.4rem 1rem;margin:.4rem 0}
+pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.85rem} img{max-width:100%}
+.big{font-size:1.6rem}
+"""
+
+
+def render_html(result: dict, out_dir: str | Path | None = None) -> str:
+    """One self-contained HTML page (no external resources) showing the result and the plots beside it."""
+    out_dir = Path(out_dir) if out_dir is not None else None
+    parts = [_header(result), _failure(result), _warnings(result), _headline(result), _timing(result)]
+    parts += [_per_class(result), _image(out_dir, CONFUSION_PNG, "Confusion matrix")]
+    parts += [_shift(result), _image(out_dir, SHIFT_PNG, "Accuracy by corruption and severity"), _versions(result)]
+    body = "\n".join(p for p in parts if p)
+    title = f"cbtool simulate: {_e(Path(str(result.get('submission', 'submission'))).name)}"
+    return f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _header(result: dict) -> str:
+    status = result.get("status", "failed")
+    profile = result.get("profile") or {}
+    return (
+        f"<h1>cbtool simulate: <span class='{_e(status)}' id='status'>{_e(status.upper())}</span></h1>"
+        f"<p class='sub'>submission <code>{_e(result.get('submission'))}</code> &middot; data <code>{_e(result.get('data'))}</code>"
+        f" ({_e(result.get('n_images'))} images) &middot; profile <b>{_e(profile.get('name'))}</b></p>"
+    )
+
+
+def _failure(result: dict) -> str:
+    failure = result.get("failure")
+    if not failure:
+        return ""
+    tail = failure.get("stderr_tail") or ""
+    return (
+        f"<div class='box' id='failure'><b>Failure: {_e(failure.get('kind'))}</b> during <b>{_e(failure.get('phase'))}</b>"
+        f"<p>{_e(failure.get('message'))}</p>" + (f"<pre>{_e(tail)}</pre>" if tail else "") + "</div>"
+    )
+
+
+def _warnings(result: dict) -> str:
+    return "".join(f"<div class='warn'>{_e(w)}</div>" for w in result.get("warnings") or [])
+
+
+def _headline(result: dict) -> str:
+    scores = result.get("scores")
+    if not scores:
+        return ""
+    shift = result.get("shift")
+    rows = [
+        ["accuracy", _pct(scores["accuracy"])],
+        ["balanced accuracy", _pct(scores["balanced_accuracy"])],
+        ["macro F1", _pct(scores["macro_f1"])],
+    ]
+    for dtype, acc in (result.get("scores_by_input") or {}).items():
+        rows.append([f"accuracy, X fed as {dtype}", _pct(acc)])
+    if shift:
+        rows += [["shifted mean accuracy", _pct(shift["mean_accuracy"])], ["drop from clean", _pct(shift["drop"])]]
+    big = f"<p class='big'>accuracy <b id='accuracy'>{_pct(scores['accuracy'])}</b>"
+    if shift:
+        big += f" &middot; shifted <b id='shift-mean'>{_pct(shift['mean_accuracy'])}</b>"
+    return "<h2>Scores</h2>" + big + "</p>" + _table(["metric", "value"], rows)
+
+
+def _timing(result: dict) -> str:
+    timing = result.get("timing") or {}
+    if not timing:
+        return ""
+    rows = [list(r) for r in _flat_timing(timing)]
+    if result.get("peak_memory_mb") is not None:
+        rows.append(["peak memory (MB)", f"{result['peak_memory_mb']:.0f}"])
+    limits = result.get("limits") or {}
+    note = f"<p class='sub'>{_e(limits.get('note', ''))}</p>" if limits.get("note") else ""
+    return "<h2>Time and memory</h2>" + _table(["measure", "value"], rows) + note
+
+
+_TIMING_LABELS = {
+    "import_s": "import model.py",
+    "load_s": "load the model",
+    "clean_predict_s": "predict the held-out set",
+    "shift_predict_s": "predict the corrupted sets",
+    "shift_corrupt_s": "make the corrupted sets",
+    "wall_s": "wall time, whole run",
+}
+
+
+def _flat_timing(timing: dict) -> list[tuple[str, str]]:
+    rows = [(label, f"{timing[key]:.2f} s") for key, label in _TIMING_LABELS.items() if timing.get(key) is not None]
+    if timing.get("images_per_s") is not None:
+        rows.append(("images per second", f"{timing['images_per_s']:.1f}"))
+    return rows
+
+
+def _per_class(result: dict) -> str:
+    scores = result.get("scores")
+    if not scores:
+        return ""
+    rows = [
+        [name, _pct(c["precision"]), _pct(c["recall"]), _pct(c["f1"]), c["support"]] for name, c in scores["per_class"].items()
+    ]
+    return "<h2>Per class</h2>" + _table(["class", "precision", "recall", "F1", "support"], rows)
+
+
+def _shift(result: dict) -> str:
+    shift = result.get("shift")
+    if not shift:
+        return ""
+    severities = [str(s) for s in shift["severities"]]
+    rows = [[name, *(_pct(per.get(s)) for s in severities), _pct(shift["per_corruption_mean"][name])] for name, per in shift["table"].items()]
+    intro = (
+        f"<p>Clean accuracy {_pct(shift['clean_accuracy'])}; mean over {len(rows)} corruptions x {len(severities)} severities "
+        f"{_pct(shift['mean_accuracy'])} (drop {_pct(shift['drop'])}); worst: <b>{_e(shift.get('worst_corruption'))}</b>. "
+        f"{_e(shift.get('images_per_set', ''))} images per corrupted set, seed {_e(shift.get('seed', ''))}.</p>"
+    )
+    return "<h2>Corruption suite (hidden-test estimate)</h2>" + intro + _table(["corruption", *severities, "mean"], rows)
+
+
+def _versions(result: dict) -> str:
+    versions = result.get("versions") or {}
+    if not versions:
+        return ""
+    return "<h2>Versions</h2>" + _table(["component", "version"], sorted(versions.items()))
+
+
+def _image(out_dir: Path | None, name: str, alt: str) -> str:
+    if out_dir is None or not (out_dir / name).exists():
+        return ""
+    data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
+    return f"<h2>{_e(alt)}</h2><img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+
+
+
+# --- terminal ---------------------------------------------------------------------------------------------------
+
+
+def render_text(result: dict) -> str:
+    """The human rendering of a simulate result: status, failure, scores, time/memory, per class, shift table."""
+    profile = (result.get("profile") or {}).get("name")
+    lines = [f"simulate: {str(result.get('status', 'failed')).upper()}  ({result.get('submission')}, profile {profile}, {result.get('n_images')} images)"]
+    failure = result.get("failure")
+    if failure:
+        lines += ["", f"FAILED: {failure['kind']} during {failure['phase']}", *("  " + ln for ln in str(failure["message"]).splitlines())]
+        if failure.get("stderr_tail"):
+            lines += ["  stderr (tail):", *("    " + ln for ln in str(failure["stderr_tail"]).rstrip().splitlines()[-15:])]
+    lines += [f"warning: {w}" for w in result.get("warnings") or []]
+    scores = result.get("scores")
+    if scores:
+        rows = [["accuracy", _pct(scores["accuracy"])], ["balanced accuracy", _pct(scores["balanced_accuracy"])],
+                ["macro F1", _pct(scores["macro_f1"])]]  # fmt: skip
+        rows += [[f"accuracy, X as {d}", _pct(a)] for d, a in (result.get("scores_by_input") or {}).items()]
+        lines += ["", _text_table(["metric", "value"], rows)]
+    lines += _text_timing(result)
+    if scores:
+        rows = [[n, _pct(c["precision"]), _pct(c["recall"]), _pct(c["f1"]), c["support"]] for n, c in scores["per_class"].items()]
+        lines += ["", _text_table(["class", "precision", "recall", "F1", "support"], rows)]
+    shift = result.get("shift")
+    if shift:
+        sev = [str(s) for s in shift["severities"]]
+        rows = [[n, *(_pct(p.get(s)) for s in sev), _pct(shift["per_corruption_mean"][n])] for n, p in shift["table"].items()]
+        lines += ["", f"corruption suite ({shift.get('images_per_set')} images per set, seed {shift.get('seed')}): accuracy by severity",
+                  _text_table(["corruption", *sev, "mean"], rows),
+                  f"clean {_pct(shift['clean_accuracy'])} -> shifted mean {_pct(shift['mean_accuracy'])} "
+                  f"(drop {_pct(shift['drop'])}; worst: {shift.get('worst_corruption')})"]  # fmt: skip
+    report = result.get("report") or {}
+    if report.get("html"):
+        lines += ["", f"report: {report['html']}"]
+    return "\n".join(lines)
+
+
+def _text_timing(result: dict) -> list[str]:
+    t = result.get("timing") or {}
+    parts = [f"{label} {t[k]:.2f} s" for k, label in (("import_s", "import"), ("load_s", "load"), ("clean_predict_s", "predict")) if t.get(k) is not None]
+    if t.get("images_per_s"):
+        parts.append(f"{t['images_per_s']:.1f} images/s")
+    if result.get("peak_memory_mb") is not None:
+        parts.append(f"peak memory {result['peak_memory_mb']:.0f} MB")
+    limits = result.get("limits") or {}
+    out = ["", "time: " + ", ".join(parts)] if parts else []
+    if limits:
+        out.append(f"limits: {limits.get('time_limit_s'):g} s, {limits.get('memory_limit_mb')} MB. {limits.get('note', '')}")
+    return out
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths), *map(fmt, cells[1:])])
