@@ -1,0 +1,34 @@
+"""A tiny finished run dir, made the way `cbtool train` lays it out (PLAN.md), for export and portability tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.fsutil import write_json
+
+CLASSES = ["basophil", "eosinophil", "lymphocyte"]
+
+
+def make_run_dir(run_dir: Path, variant: str = "convnext_test", input_size: int = 96, n_probe: int = 8, seed: int = 0) -> Path:
+    """Build `variant` with random (non-trivial) weights, save best.weights.h5, the JSON files and probe.npz."""
+    from toolkit.arch import build_model
+    from toolkit.preprocessing import preprocess
+    from toolkit.provenance import preprocessing_sha256
+    from toolkit.train.models import model_spec
+
+    spec = model_spec(variant, len(CLASSES), CLASSES, input_size=input_size)
+    model = build_model(spec)
+    rng = np.random.default_rng(seed)
+    # Default init makes every block ~identity (layer scale 1e-6); perturb all weights so blocks matter.
+    model.set_weights([w + rng.standard_normal(w.shape).astype(np.float32) * 0.05 for w in model.get_weights()])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(run_dir / "best.weights.h5"))
+    write_json(run_dir / "model_spec.json", spec)
+    write_json(run_dir / "classes.json", {"class_names": CLASSES})
+    write_json(run_dir / "preprocessing.json", {"input_size": input_size, "resize": "bilinear", "source_sha256": preprocessing_sha256()})
+    images = rng.integers(0, 256, (n_probe, 96, 96, 3), dtype=np.uint8)
+    probs = np.asarray(model.predict(preprocess(images, input_size), verbose=0), dtype=np.float32)
+    np.savez(run_dir / "probe.npz", images=images, labels=(np.arange(n_probe) % len(CLASSES)).astype(np.int64), probs=probs)
+    return run_dir

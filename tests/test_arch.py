@@ -1,0 +1,156 @@
+"""toolkit.arch and toolkit.train.models: the core-layer ConvNeXt, its weights file, ImageNet weight mapping."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from toolkit.errors import ConfigError
+from toolkit.train.models import NOTOP_SHA256, create_model, model_spec
+
+CLASSES = ["a", "b", "c"]
+
+
+def _perturbed(model, seed=0, scale=0.05):
+    rng = np.random.default_rng(seed)
+    model.set_weights([w + rng.standard_normal(w.shape).astype(np.float32) * scale for w in model.get_weights()])
+    return model
+
+
+def _images(n=4, size=96, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.float32)
+
+
+def test_arch_source_is_self_contained():
+    source = (ROOT / "toolkit" / "arch.py").read_text()
+    imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports == {"numpy", "tensorflow"}, imports
+
+
+def test_layers_names_and_input_normalisation():
+    from toolkit.arch import INPUT_LAYER_NAME, build_model
+
+    spec = model_spec("convnext_test", 3, CLASSES)
+    model = build_model(spec)
+    names = [layer.name for layer in model.layers]
+    assert names[1] == INPUT_LAYER_NAME == "cbtool_input_norm"
+    assert names[2:4] == ["stem_conv", "stem_ln"]
+    assert "stage_2_block_1_pw2" in names and "downsampling_2_conv" in names
+    assert names[-4:] == ["head_gap", "head_ln", "head_dropout", "head_dense"]
+    assert not any("Conv2D" == type(l).__name__ and l.groups > 1 for l in model.layers if hasattr(l, "groups"))
+    x = _images(2)
+    normed = np.asarray(model.get_layer(INPUT_LAYER_NAME)(x))
+    mean, std = np.array([0.485, 0.456, 0.406]) * 255, np.array([0.229, 0.224, 0.225]) * 255
+    np.testing.assert_allclose(normed, (x - mean) / std, atol=1e-5)
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert model.get_layer("head_dense").get_config()["activation"] == "softmax"
+
+
+def test_npz_round_trip_fp16_and_mismatch(tmp_path):
+    from toolkit.arch import build_model, load_weights_npz, save_weights_npz
+
+    spec = model_spec("convnext_test", 3, CLASSES)
+    model = _perturbed(build_model(spec))
+    x = _images(3)
+    expected = model.predict(x, verbose=0)
+    save_weights_npz(model, tmp_path / "w.npz")
+    save_weights_npz(model, tmp_path / "w16.npz", dtype="float16")
+    fresh = build_model(spec)
+    load_weights_npz(fresh, tmp_path / "w.npz")
+    assert np.abs(fresh.predict(x, verbose=0) - expected).max() == 0.0
+    with np.load(tmp_path / "w16.npz") as data:
+        assert data["stem_conv/0"].dtype == np.float16
+    load_weights_npz(fresh, tmp_path / "w16.npz")
+    assert all(w.dtype == np.float32 for w in fresh.get_weights())
+    assert np.abs(fresh.predict(x, verbose=0) - expected).max() < 5e-3
+    other = build_model(model_spec("convnext_test", 4, CLASSES + ["d"]))
+    with pytest.raises(ValueError, match="head_dense/0.*shape"):
+        load_weights_npz(other, tmp_path / "w.npz")
+
+
+def test_onnx_friendly_twin_computes_the_same_function():
+    from toolkit.arch import build_model
+
+    spec = model_spec("convnext_test", 3, CLASSES)
+    model = _perturbed(build_model(spec), scale=0.2)
+    twin = build_model(spec, onnx_friendly=True)
+    twin.set_weights(model.get_weights())
+    x = _images(4)
+    assert np.abs(model.predict(x, verbose=0) - twin.predict(x, verbose=0)).max() < 1e-5
+
+
+def test_imagenet_mapping_matches_keras_applications_via_local_notop_file(tmp_path):
+    """A randomised keras.applications ConvNeXtTiny saved as a legacy notop .h5 (the format Keras downloads), loaded
+    with weights=PATH: our network up to its head LayerNorm equals keras' include_top=False, pooling='avg' output."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    spec = model_spec("convnext_tiny", 3, CLASSES, input_size=64)
+    reference = keras.applications.ConvNeXtTiny(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    for var in reference.weights:  # LayerScale gammas and LayerNorms far from their init, so the mapping matters
+        shape = tuple(var.shape)
+        scale = 0.5 if len(shape) == 1 else 1 / np.sqrt(np.prod(shape[:-1]))
+        var.assign((rng.standard_normal(shape) * scale + (0.5 if len(shape) == 1 else 0)).astype(np.float32))
+    path = tmp_path / "convnext_tiny_notop.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    model = create_model(spec, weights=str(path))
+    features = keras.Model(model.input, model.get_layer("head_ln").output)
+    x = _images(8, size=64)
+    expected = reference.predict(x, verbose=0)
+    got = features.predict(x, verbose=0)
+    assert np.abs(expected).max() > 0.5  # not a degenerate probe
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_local_cbtool_weights_file(tmp_path):
+    spec = model_spec("convnext_test", 3, CLASSES)
+    source = _perturbed(create_model(spec))
+    source.save_weights(str(tmp_path / "best.weights.h5"))
+    loaded = create_model(spec, weights=str(tmp_path / "best.weights.h5"))
+    x = _images(2)
+    assert np.abs(loaded.predict(x, verbose=0) - source.predict(x, verbose=0)).max() == 0.0
+    with pytest.raises(ConfigError, match="no such file"):
+        create_model(spec, weights=str(tmp_path / "missing.weights.h5"))
+    with pytest.raises(ConfigError, match="no ImageNet weights for 'convnext_test'"):
+        create_model(spec, weights="imagenet")
+
+
+def test_offline_imagenet_message(tmp_path):
+    """In a child process with KERAS_HOME in a temp dir and an unreachable proxy (so it is offline even when the
+    machine is not): the error names the cache path, the sha256, and the two ways out."""
+    script = (
+        "import time\n"
+        "from toolkit.errors import ConfigError\n"
+        "from toolkit.train.models import create_model, model_spec\n"
+        "spec = model_spec('convnext_tiny', 2, ['a', 'b'])\n"
+        "t = time.perf_counter()\n"
+        "try:\n"
+        "    create_model(spec, weights='imagenet')\n"
+        "except ConfigError as exc:\n"
+        "    print('MESSAGE', exc)\n"
+        "    print('SECONDS', time.perf_counter() - t)\n"
+    )
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "kh"), HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    (tmp_path / "kh").mkdir()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert "MESSAGE" in proc.stdout, proc.stderr[-2000:]
+    message = proc.stdout.split("MESSAGE", 1)[1]
+    assert str(tmp_path / "kh" / "models" / "convnext_tiny_notop.h5") in message
+    assert NOTOP_SHA256["convnext_tiny"] in message
+    assert "--weights PATH" in message and "convnext_tiny_notop.h5" in message
+
+
+def test_notop_hashes_are_keras_own():
+    from keras.src.applications.convnext import WEIGHTS_HASHES
+
+    assert NOTOP_SHA256 == {name: hashes[1] for name, hashes in WEIGHTS_HASHES.items() if name in NOTOP_SHA256}

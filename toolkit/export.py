@@ -1,0 +1,299 @@
+"""`cbtool export`: turn a training run dir into an export dir, checking every written format against the probe.
+
+Formats (PLAN.md "Export dir"):
+- portable: model.weights.h5 (Keras 3) + weights.npz (named arrays, Keras 2 and 3) + model_spec.json; model.py
+  rebuilds the network with toolkit.arch and loads one of them. Works on Keras 3.4.1 as on the newest Keras.
+- keras: model.keras, the full inference model (loads only where the Keras version is close to ours).
+- onnx: model.onnx from the ONNX-friendly twin (erf GELU) via tf2onnx, opset 15, dynamic batch, checked with
+  onnx.checker and onnxruntime: identical argmax and max abs diff <= 1e-4 on the probe, or the export fails.
+--fp16 stores the portable weight files as float16 (cast back to float32 at load); the agreement is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.errors import ExportError
+from toolkit.fsutil import sha256_file, write_json
+
+FORMATS = ("portable", "keras", "onnx")
+RUN_FILES = ("model_spec.json", "classes.json", "preprocessing.json", "best.weights.h5", "probe.npz")
+COPIED = ("model_spec.json", "classes.json", "preprocessing.json", "probe.npz")
+ONNX_OPSET = 15
+ONNX_TOLERANCE = 1e-4
+RELOAD_TOLERANCE = 1e-5
+RUN_PROBE_TOLERANCE = 1e-4
+
+
+def parse_formats(text: str) -> list[str]:
+    """"portable,onnx" -> ["portable", "onnx"], in canonical order, unknown names refused."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ExportError(f"--format: unknown {', '.join(unknown) or '(empty)'}; expected a comma list of {', '.join(FORMATS)}")
+    return [f for f in FORMATS if f in names]
+
+
+def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, formats: list[str] | tuple = ("portable",),
+               fp16: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """Export the run in `run_dir` to `export_dir` (replaced atomically); return the manifest."""
+    log = log or (lambda _msg: None)
+    run_dir, export_dir = Path(run_dir), Path(export_dir)
+    formats = [f for f in FORMATS if f in formats]
+    run = _read_run(run_dir)
+    _check_target(export_dir, run_dir)
+    from toolkit.arch import build_model
+
+    model = build_model(run["spec"])
+    model.load_weights(str(run_dir / "best.weights.h5"))
+    x = _probe_inputs(run)
+    reference = _predict(model, x)
+    parity = {"run_probe": _compare(run["probe"]["probs"], reference)}
+    if parity["run_probe"]["max_abs_diff"] > RUN_PROBE_TOLERANCE or parity["run_probe"]["argmax_agreement"] < 1.0:
+        raise ExportError(f"{run_dir}/best.weights.h5 does not reproduce probe.npz's probabilities "
+                          f"(max abs diff {parity['run_probe']['max_abs_diff']:.2e}, argmax agreement "
+                          f"{parity['run_probe']['argmax_agreement']:.3f}): the weights, spec or preprocessing changed")
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
+    try:
+        for name in COPIED:
+            shutil.copy2(run_dir / name, tmp / name)
+        if "portable" in formats:
+            log("writing portable weights (model.weights.h5, weights.npz)")
+            parity["portable"] = _write_portable(model, run["spec"], tmp, x, reference, fp16)
+        if "keras" in formats:
+            log("writing model.keras")
+            parity["keras"] = _write_keras(model, tmp, x, reference)
+        if "onnx" in formats:
+            log("converting to ONNX (tf2onnx) and checking with onnxruntime")
+            parity["onnx"] = _write_onnx(model, run["spec"], tmp, x, reference)
+        manifest = _manifest(run, run_dir, tmp, formats, fp16, parity, model)
+        write_json(tmp / "manifest.json", manifest)
+        _replace_dir(tmp, export_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _read_run(run_dir: Path) -> dict:
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir}: not a directory (expected a run dir written by cbtool train)")
+    missing = [n for n in RUN_FILES if not (run_dir / n).is_file()]
+    if missing:
+        raise ExportError(f"{run_dir}: missing {', '.join(missing)} (is the training run finished?)")
+    try:
+        spec = json.loads((run_dir / "model_spec.json").read_text(encoding="utf-8"))
+        classes = json.loads((run_dir / "classes.json").read_text(encoding="utf-8"))
+        prep = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
+        with np.load(run_dir / "probe.npz", allow_pickle=False) as data:
+            probe = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise ExportError(f"{run_dir}: unreadable run file: {exc}") from exc
+    for key in ("variant", "depths", "dims", "input_size", "num_classes"):
+        if key not in spec:
+            raise ExportError(f"{run_dir}/model_spec.json: no '{key}' field")
+    for key in ("images", "probs"):
+        if key not in probe:
+            raise ExportError(f"{run_dir}/probe.npz: no '{key}' array")
+    if probe["probs"].shape != (len(probe["images"]), int(spec["num_classes"])):
+        raise ExportError(f"{run_dir}/probe.npz: probs has shape {probe['probs'].shape}, expected "
+                          f"({len(probe['images'])}, {spec['num_classes']})")
+    if list(classes.get("class_names", [])) != list(spec.get("class_names", classes.get("class_names", []))):
+        raise ExportError(f"{run_dir}: classes.json and model_spec.json disagree on the class names")
+    return {"spec": spec, "classes": classes, "preprocessing": prep, "probe": probe}
+
+
+def _check_target(export_dir: Path, run_dir: Path) -> None:
+    if export_dir.resolve() == run_dir.resolve():
+        raise ExportError(f"-o {export_dir}: the export dir must not be the run dir")
+    if export_dir.exists() and (not export_dir.is_dir() or (any(export_dir.iterdir()) and not (export_dir / "manifest.json").exists())):
+        raise ExportError(f"-o {export_dir}: exists and is not an empty dir or a previous export; choose another path")
+
+
+def _replace_dir(tmp: Path, export_dir: Path) -> None:
+    if export_dir.exists():
+        old = export_dir.with_name(f".{export_dir.name}.old-{os.getpid()}")
+        os.replace(export_dir, old)
+        os.replace(tmp, export_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, export_dir)
+
+
+def _probe_inputs(run: dict) -> np.ndarray:
+    from toolkit.preprocessing import preprocess
+
+    prep = run["preprocessing"]
+    size = int(prep.get("input_size", run["spec"]["input_size"]))
+    return preprocess(run["probe"]["images"], input_size=size, resize=prep.get("resize", "bilinear"))
+
+
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=32, verbose=0), dtype=np.float32)
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray) -> dict:
+    expected, actual = np.asarray(expected, np.float32), np.asarray(actual, np.float32)
+    agree = float(np.mean(expected.argmax(1) == actual.argmax(1))) if len(expected) else 1.0
+    diff = float(np.abs(expected - actual).max()) if expected.size else 0.0
+    return {"n": int(len(expected)), "argmax_agreement": agree, "max_abs_diff": diff}
+
+
+def _write_portable(model, spec: dict, out: Path, x: np.ndarray, reference: np.ndarray, fp16: bool) -> dict:
+    from toolkit.arch import build_model, load_weights_npz, save_weights_npz
+
+    model.save_weights(str(out / "model.weights.h5"))
+    if fp16:
+        _h5_to_float16(out / "model.weights.h5")
+    save_weights_npz(model, str(out / "weights.npz"), dtype="float16" if fp16 else None)
+    result = {"dtype": "float16" if fp16 else "float32"}
+    for name, load in (("weights_h5", lambda m: m.load_weights(str(out / "model.weights.h5"))),
+                       ("weights_npz", lambda m: load_weights_npz(m, str(out / "weights.npz")))):
+        fresh = build_model(spec)
+        load(fresh)
+        result[name] = _compare(reference, _predict(fresh, x))
+        if not fp16 and (result[name]["max_abs_diff"] > RELOAD_TOLERANCE or result[name]["argmax_agreement"] < 1.0):
+            raise ExportError(f"portable {name}: reloading changes the outputs ({result[name]})")
+    return result
+
+
+def _h5_to_float16(path: Path) -> None:
+    """Rewrite a Keras .weights.h5 with every float32 dataset as float16 (Keras casts back to the variable dtype).
+
+    A new file is written: deleting datasets in place would not give the space back."""
+    import h5py
+
+    tmp = path.with_name(path.name + ".fp16.tmp")
+
+    def copy(name: str, obj) -> None:
+        if isinstance(obj, h5py.Group):
+            target = fout.require_group(name)
+        else:
+            data = obj[()]
+            if obj.dtype == np.float32:
+                data = np.asarray(data, dtype=np.float16)
+            target = fout.create_dataset(name, data=data)
+        target.attrs.update(dict(obj.attrs))
+
+    with h5py.File(path, "r") as fin, h5py.File(tmp, "w") as fout:
+        fout.attrs.update(dict(fin.attrs))
+        fin.visititems(copy)
+    os.replace(tmp, path)
+
+
+def _write_keras(model, out: Path, x: np.ndarray, reference: np.ndarray) -> dict:
+    import keras
+
+    path = out / "model.keras"
+    model.save(str(path))
+    loaded = keras.saving.load_model(str(path), compile=False)
+    result = _compare(reference, _predict(loaded, x))
+    if result["max_abs_diff"] > RELOAD_TOLERANCE or result["argmax_agreement"] < 1.0:
+        raise ExportError(f"model.keras: reloading changes the outputs ({result})")
+    return result
+
+
+def _write_onnx(model, spec: dict, out: Path, x: np.ndarray, reference: np.ndarray) -> dict:
+    path = out / "model.onnx"
+    started = time.perf_counter()
+    _convert_onnx(model, spec, path)
+    convert_s = time.perf_counter() - started
+    outputs = _run_onnx(path, x)
+    result = _compare(reference, outputs)
+    result.update(opset=ONNX_OPSET, tolerance=ONNX_TOLERANCE, convert_seconds=round(convert_s, 2), converter="tf2onnx")
+    if result["argmax_agreement"] < 1.0 or result["max_abs_diff"] > ONNX_TOLERANCE:
+        raise ExportError(f"model.onnx fails the onnxruntime parity check on {result['n']} probe images: argmax "
+                          f"agreement {result['argmax_agreement']:.3f}, max abs diff {result['max_abs_diff']:.2e} "
+                          f"(tolerance {ONNX_TOLERANCE})")
+    return result
+
+
+def _convert_onnx(model, spec: dict, path: Path) -> None:
+    """tf2onnx on the erf-GELU twin; the converter's exit is not trusted: onnx.checker runs on the result."""
+    try:
+        import onnx
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError as exc:
+        raise ExportError(f"--format onnx needs tf2onnx and onnx ({exc}); pip install 'cbtool[onnx]' or drop onnx") from exc
+    from toolkit.arch import build_model
+
+    twin = build_model(spec, onnx_friendly=True)
+    twin.set_weights(model.get_weights())
+    size = int(spec["input_size"])
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name="image")]
+    try:
+        proto, _ = tf2onnx.convert.from_function(tf.function(lambda image: twin(image, training=False)),
+                                                 input_signature=signature, opset=ONNX_OPSET)
+    except Exception as exc:  # tf2onnx raises many types; the message is what matters
+        raise ExportError(f"tf2onnx {tf2onnx.__version__} could not convert the model with TensorFlow "
+                          f"{tf.__version__}: {type(exc).__name__}: {exc}") from exc
+    _name_io(proto)
+    onnx.save(proto, str(path))
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ExportError(f"model.onnx written by tf2onnx fails onnx.checker: {exc}") from exc
+
+
+def _name_io(proto) -> None:
+    """Give the graph stable names: input "image" with batch dim "batch", output "probs"."""
+    graph = proto.graph
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    old = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = ["probs" if o == old else o for o in node.output]
+        node.input[:] = ["probs" if i == old else i for i in node.input]
+    graph.output[0].name = "probs"
+    graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ExportError(f"the ONNX parity check needs onnxruntime ({exc})") from exc
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], dtype=np.float32)
+    except Exception as exc:
+        raise ExportError(f"onnxruntime {ort.__version__} cannot run model.onnx: {type(exc).__name__}: {exc}") from exc
+
+
+def _manifest(run: dict, run_dir: Path, out: Path, formats: list[str], fp16: bool, parity: dict, model) -> dict:
+    from toolkit.provenance import preprocessing_sha256, versions
+
+    info = versions(with_tensorflow=True)
+    if "onnx" in formats:
+        import onnx
+        import onnxruntime
+        import tf2onnx
+
+        info.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, tf2onnx=tf2onnx.__version__)
+    current = preprocessing_sha256()
+    recorded = run["preprocessing"].get("source_sha256")
+    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(out.iterdir()) if p.is_file()}
+    spec = run["spec"]
+    return {
+        "cbtool_export": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_dir": str(run_dir.resolve()),
+        "formats": formats,
+        "fp16": fp16,
+        "model": {"variant": spec["variant"], "input_size": int(spec["input_size"]), "num_classes": int(spec["num_classes"]),
+                  "parameters": int(model.count_params()), "input_layer": "cbtool_input_norm"},
+        "versions": info,
+        "preprocessing": {"sha256": current, "run_sha256": recorded, "matches_run": recorded == current,
+                          **{k: v for k, v in run["preprocessing"].items() if k != "source_sha256"}},
+        "parity": parity,
+        "files": files,
+    }
