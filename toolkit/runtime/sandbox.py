@@ -1,0 +1,332 @@
+"""The one loader: run a submission zip the way the grader does, in a child process of the profile's runtime.
+
+Every command that runs a submission (simulate, validate-preprocessing, build-submission's checks) goes through
+`run_submission`. What the child gets, and why:
+- the zip extracted into a fresh temp sandbox (absolute paths, `..` entries and symlinks refused: zip-slip);
+- the profile's interpreter (a pinned venv from `ensure_venv`; `sys.executable` for `local`), started with `-I`
+  (no PYTHON* variables, no user site-packages, no script directory on sys.path);
+- the working directory set to a separate program folder, as Codabench runs its ingestion program there and
+  not in the submission folder (a `model.py` opening 'weights.h5' by a bare name fails here as it would there);
+- an environment of only PYTHONUNBUFFERED=1 plus PATH and a HOME inside the sandbox (so Keras' ~/.keras is the
+  sandbox's); cbtool is made unimportable in the child even when the interpreter has it installed;
+- no network when `unshare -n` works on this machine (Linux); otherwise the outcome says it was not blocked;
+- one wall-clock limit over import + load + predict, and resident memory (VmRSS of the whole process tree from
+  /proc) watched every 0.1 s: the child is killed past either budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.errors import SubmissionError
+from toolkit.runtime.profiles import Profile
+
+CHILD_SCRIPT = Path(__file__).with_name("_child.py")
+BLOCKED_MODULES = ("toolkit", "cbtool")
+POLL_S = 0.1
+TAIL_CHARS = 4000
+FAILURE_KINDS = ("import_error", "load_error", "predict_error", "timeout", "killed", "exit")
+
+
+@dataclass
+class Failure:
+    """Why a run failed: `kind` (one of FAILURE_KINDS), the `phase` (import|load|predict), a one-line message."""
+
+    kind: str
+    phase: str
+    message: str
+    stderr_tail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "phase": self.phase, "message": self.message, "stderr_tail": self.stderr_tail}
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced. `outputs`: what predict returned per input name (as numpy). `captured`: the tensors
+    that reached the network's first layer per input name, concatenated; `captured_calls` keeps them per call."""
+
+    status: str
+    failure: Failure | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    captured: dict[str, np.ndarray] = field(default_factory=dict)
+    captured_calls: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    capture_target: str | None = None
+    timing: dict = field(default_factory=lambda: {"import_s": None, "load_s": None, "predict_s": {}})
+    peak_memory_mb: float | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    python: str = ""
+    network_blocked: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def run_submission(
+    zip_path: str | os.PathLike,
+    profile: Profile,
+    inputs: dict[str, np.ndarray],
+    *,
+    time_limit_s: float | None = None,
+    memory_limit_mb: float | None = None,
+    capture_input: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Extract `zip_path`, import its model.py in a child of `profile`'s runtime, call predict on each input."""
+    log = log or (lambda _msg: None)
+    python = runtime_python(profile, log)
+    time_limit = float(time_limit_s if time_limit_s is not None else profile.time_limit_s)
+    memory_limit = float(memory_limit_mb if memory_limit_mb is not None else profile.memory_limit_mb)
+    root = Path(tempfile.mkdtemp(prefix="cbtool-sandbox-"))
+    try:
+        submission, program, io_dir = root / "submission", root / "program", root / "io"
+        for folder in (submission, program, io_dir, root / "home"):
+            folder.mkdir()
+        safe_extract(zip_path, submission)
+        shutil.copy2(CHILD_SCRIPT, program / "_child.py")
+        request = _write_request(root, profile, inputs, capture_input)
+        log(f"running {Path(zip_path).name} in {profile.name} ({python})")
+        run = _run_child(python, root, request, time_limit, memory_limit)
+        return _outcome(run, root, inputs, python, time_limit, memory_limit)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def runtime_python(profile: Profile, log: Callable[[str], None] | None = None) -> str:
+    """The interpreter of `profile`: the current one for `local`, else its cached pinned venv (built if missing)."""
+    if profile.is_local:
+        return sys.executable
+    from toolkit.runtime.venv import ensure_venv
+
+    return str(ensure_venv(profile.name, list(profile.packages), log))
+
+
+# --- extraction ---------------------------------------------------------------------------------------------------
+
+
+def safe_extract(zip_path: str | os.PathLike, dest: Path) -> list[str]:
+    """Extract every regular entry of the zip under `dest`; refuse absolute paths, '..' parts and symlinks."""
+    zip_path = Path(zip_path)
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise SubmissionError(f"{zip_path}: not a readable zip file ({exc})") from exc
+    dest = dest.resolve()
+    with zf:
+        for info in zf.infolist():
+            _check_entry(zip_path, info, dest)
+        for info in zf.infolist():
+            zf.extract(info, dest)
+        return zf.namelist()
+
+
+def _check_entry(zip_path: Path, info: zipfile.ZipInfo, dest: Path) -> None:
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise SubmissionError(f"{zip_path}: entry {name!r} points outside the submission folder (absolute path or '..'); refused")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise SubmissionError(f"{zip_path}: entry {name!r} is a symbolic link; refused")
+    target = (dest / name).resolve()
+    if target != dest and dest not in target.parents:
+        raise SubmissionError(f"{zip_path}: entry {name!r} resolves outside the submission folder; refused")
+
+
+# --- the child ----------------------------------------------------------------------------------------------------
+
+
+def _write_request(root: Path, profile: Profile, inputs: dict[str, np.ndarray], capture: bool) -> Path:
+    items = []
+    for index, (name, array) in enumerate(inputs.items()):
+        stem = f"in_{index:03d}"
+        np.save(root / "io" / f"{stem}.npy", np.asarray(array), allow_pickle=False)
+        items.append({"name": name, "file": str(root / "io" / f"{stem}.npy"), "tensor": bool(profile.input_tensor)})
+    request = {
+        "submission_dir": str(root / "submission"),
+        "contract": int(profile.contract),
+        "inputs": items,
+        "output_dir": str(root / "io"),
+        "status_file": str(root / "io" / "status.json"),
+        "capture": bool(capture),
+        "block_modules": list(BLOCKED_MODULES),
+    }
+    path = root / "io" / "request.json"
+    path.write_text(json.dumps(request))
+    return path
+
+
+@dataclass
+class _ChildRun:
+    returncode: int
+    killed_for: str | None  # "timeout" | "memory" | None
+    peak_mb: float | None
+    wall_s: float
+    network_blocked: bool
+    stdout: str
+    stderr: str
+
+
+def _run_child(python: str, root: Path, request: Path, time_limit: float, memory_limit: float) -> _ChildRun:
+    prefix = network_block_prefix()
+    cmd = [*prefix, python, "-I", str(root / "program" / "_child.py"), str(request)]
+    env = {"PYTHONUNBUFFERED": "1", "PATH": os.defpath, "HOME": str(root / "home")}
+    out_path, err_path = root / "stdout.txt", root / "stderr.txt"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=root / "program", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True)
+        killed_for, peak = _watch(proc, started, time_limit, memory_limit)
+        wall = time.monotonic() - started
+    return _ChildRun(proc.returncode, killed_for, peak, wall, bool(prefix),
+                     _tail(out_path), _tail(err_path))
+
+
+def _watch(proc: subprocess.Popen, started: float, time_limit: float, memory_limit: float) -> tuple[str | None, float | None]:
+    peak: float | None = None
+    while True:
+        try:
+            proc.wait(timeout=POLL_S)
+            return None, peak
+        except subprocess.TimeoutExpired:
+            pass
+        rss = tree_rss_mb(proc.pid)
+        if rss is not None:
+            peak = max(peak or 0.0, rss)
+        reason = "timeout" if time.monotonic() - started > time_limit else ("memory" if rss is not None and rss > memory_limit else None)
+        if reason:
+            _kill(proc)
+            return reason, peak
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def tree_rss_mb(pid: int) -> float | None:
+    """Resident memory (VmRSS) of `pid` and all its descendants in MB, from /proc; None where /proc is missing."""
+    proc = Path("/proc")
+    if not (proc / str(pid)).exists():
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += _vmrss_kb(current)
+        todo.extend(children.get(current, []))
+    return total / 1024.0
+
+
+def _vmrss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+@functools.lru_cache(maxsize=1)
+def network_block_prefix() -> tuple[str, ...]:
+    """`unshare -n` (or `-rn` without root) when it works here, so the child has no network; else ()."""
+    exe = shutil.which("unshare")
+    if not exe or not sys.platform.startswith("linux"):
+        return ()
+    for flags in (("-n",), ("-r", "-n")):
+        try:
+            if subprocess.run([exe, *flags, "true"], capture_output=True, timeout=10).returncode == 0:
+                return (exe, *flags)
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return ()
+
+
+def _tail(path: Path) -> str:
+    data = path.read_bytes() if path.exists() else b""
+    return data[-TAIL_CHARS:].decode("utf-8", "replace")
+
+
+# --- reading the result -------------------------------------------------------------------------------------------
+
+
+def _outcome(run: _ChildRun, root: Path, inputs: dict, python: str, time_limit: float, memory_limit: float) -> RunOutcome:
+    status = _read_status(root / "io" / "status.json")
+    timing = status.get("timing") or {}
+    outcome = RunOutcome(
+        status="ok",
+        timing={"import_s": timing.get("import_s"), "load_s": timing.get("load_s"), "predict_s": dict(timing.get("predict_s") or {})},
+        peak_memory_mb=run.peak_mb,
+        stdout_tail=run.stdout,
+        stderr_tail=run.stderr,
+        python=python,
+        network_blocked=run.network_blocked,
+        wall_s=run.wall_s,
+        capture_target=status.get("capture"),
+    )
+    outcome.outputs = {name: np.load(path, allow_pickle=False) for name, path in (status.get("outputs") or {}).items()}
+    for name, paths in (status.get("captured") or {}).items():
+        calls = [np.load(p, allow_pickle=False) for p in paths if os.path.exists(p)]
+        outcome.captured_calls[name] = calls
+        if calls and len({c.shape[1:] for c in calls}) == 1:
+            outcome.captured[name] = np.concatenate(calls, axis=0)
+    outcome.failure = _failure(run, status, time_limit, memory_limit)
+    if outcome.failure is not None:
+        outcome.status = "failed"
+    return outcome
+
+
+def _read_status(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _failure(run: _ChildRun, status: dict, time_limit: float, memory_limit: float) -> Failure | None:
+    phase = status.get("phase") or "start"
+    phase = "import" if phase == "start" else phase
+    tail = run.stderr
+    if run.killed_for == "timeout":
+        return Failure("timeout", phase, f"import + load + predict passed the {time_limit:g} s wall-clock limit during {phase}; killed", tail)
+    if run.killed_for == "memory":
+        return Failure("killed", phase, f"resident memory {run.peak_mb:.0f} MB passed the {memory_limit:g} MB budget during {phase}; killed", tail)
+    reported = status.get("failure")
+    if reported:
+        return Failure(reported["kind"], reported["phase"], reported["message"], tail)
+    if run.returncode < 0:
+        name = signal.Signals(-run.returncode).name if -run.returncode in signal.valid_signals() else str(-run.returncode)
+        return Failure("killed", phase, f"the child was killed by {name} during {phase} (out of memory?)", tail)
+    if not status.get("done"):
+        return Failure("exit", phase, f"the child exited with status {run.returncode} during {phase} before predict returned "
+                       "(os._exit() in the submission, or a crash in native code)", tail)
+    return None
