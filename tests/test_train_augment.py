@@ -66,3 +66,16 @@ def test_geometric_only_part_of_basic_keeps_pixels():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="augment must be one of"):
         Augmenter("extreme")
+
+
+def test_geometric_pass_draws_all_eight_exact_symmetries():
+    from toolkit.train.augment import _geometric
+
+    src = np.random.default_rng(1).integers(0, 256, (96, 16, 16, 3)).astype(np.float32)
+    out = _geometric(tf.constant(src), tf.constant([1, 2], tf.int64), shift=0.0, zoom=0.0).numpy()
+
+    def symmetries(a):
+        return [np.rot90(a, k) for k in range(4)] + [np.rot90(a.transpose(1, 0, 2), k) for k in range(4)]
+
+    found = [next(i for i, c in enumerate(symmetries(s)) if np.allclose(c, o, atol=1e-3)) for s, o in zip(src, out)]
+    assert sorted(set(found)) == list(range(8))  # each image is exactly one flip/rotation, and all 8 occur

@@ -4,7 +4,8 @@ Augmentation never enters the model that is exported: it runs on batches of floa
 `toolkit.preprocessing.preprocess` produced) with one-hot labels, and returns the same value range.
 
 - none:   identity.
-- basic:  flips, 90-degree rotations, small translation and zoom, brightness and contrast.
+- basic:  flips, 90-degree rotations, small translation and zoom (all in one `keras.ops.image.affine_transform`
+          pass), then Keras RandomBrightness and RandomContrast.
 - strong: basic + keras RandAugment + CutMix or MixUp (which turn labels into soft labels).
 - robust: basic + corruption-style transforms modelled on the blood-cell corruptions `simulate --shift` uses
           (DESIGN.md section 5): blur, JPEG degradation, brightness/contrast/saturation shifts, pixelation, noise.
@@ -42,9 +43,9 @@ class Augmenter:
         from keras import layers
 
         s = self.seed * 1000
-        self._layers["flip"] = layers.RandomFlip("horizontal_and_vertical", seed=s + 1)
-        self._layers["translate"] = layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=s + 2)
-        self._layers["zoom"] = layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=s + 3)
+        # Flips, rotations, translation and zoom are one affine pass (`_geometric`): Keras' RandomFlip,
+        # RandomTranslation and RandomZoom plus a rot90 cost several resampling passes per batch, and with a small
+        # network that starved training (0.51x of a plain fit for convnext_test on 2 cores).
         self._layers["brightness"] = layers.RandomBrightness(0.1, value_range=(0, 255), seed=s + 4)
         self._layers["contrast"] = layers.RandomContrast(0.1, value_range=(0, 255), seed=s + 5)
         if self.preset == "strong":
@@ -74,10 +75,7 @@ class Augmenter:
     def _basic(self, images, seed):
         import tensorflow as tf
 
-        images = self._layers["flip"](images, training=True)
-        images = _random_rot90(images, seed)
-        images = self._layers["translate"](images, training=True)
-        images = self._layers["zoom"](images, training=True)
+        images = _geometric(images, seed, shift=0.1, zoom=0.1)
         images = self._layers["brightness"](images, training=True)
         images = self._layers["contrast"](images, training=True)
         return tf.clip_by_value(images, 0.0, 255.0)
@@ -120,12 +118,29 @@ def _per_image(images, seed, low, high):
     return tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=low, maxval=high)[:, None, None, None]
 
 
-def _random_rot90(images, seed):
+def _geometric(images, seed, shift: float, zoom: float):
+    """Per image, in one bilinear, reflect-padded `keras.ops.image.affine_transform` pass: a uniformly drawn flip or
+    90-degree rotation (the 8 symmetries of the square), a zoom by 1 +- `zoom` about the centre and a shift by
+    +- `shift` of the image size."""
+    import keras
     import tensorflow as tf
 
-    k = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=0, maxval=4, dtype=tf.int32)[:, None, None, None]
-    r1, r2, r3 = (tf.image.rot90(images, i) for i in (1, 2, 3))
-    return tf.where(k == 0, images, tf.where(k == 1, r1, tf.where(k == 2, r2, r3)))
+    n = tf.shape(images)[0]
+    size = tf.cast(tf.shape(images)[1:3], tf.float32)
+    sym_seed, draw_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    bits = tf.random.stateless_uniform([n, 3], seed=sym_seed, minval=0, maxval=2, dtype=tf.int32)
+    transpose = tf.cast(bits[:, 0], tf.float32)
+    sx, sy = (1.0 - 2.0 * tf.cast(bits[:, i], tf.float32) for i in (1, 2))
+    draws = tf.random.stateless_uniform([n, 3], seed=draw_seed, minval=-1.0, maxval=1.0)
+    z = 1.0 + zoom * draws[:, 0]
+    dy, dx = shift * size[0] * draws[:, 1], shift * size[1] * draws[:, 2]
+    cy, cx = (size[0] - 1) / 2, (size[1] - 1) / 2
+    # input offset from the centre = z * diag(sx, sy) @ (swap if transpose) @ output offset from the centre
+    a0, a1 = z * sx * (1 - transpose), z * sx * transpose
+    b0, b1 = z * sy * transpose, z * sy * (1 - transpose)
+    zeros = tf.zeros_like(z)
+    matrix = tf.stack([a0, a1, cx + dx - a0 * cx - a1 * cy, b0, b1, cy + dy - b0 * cx - b1 * cy, zeros, zeros], axis=1)
+    return keras.ops.image.affine_transform(images, matrix, interpolation="bilinear", fill_mode="reflect")
 
 
 def _jpeg(images, seed):
