@@ -1,0 +1,78 @@
+"""`cbtool build-submission`, `cbtool check`, `cbtool validate-preprocessing`: make and vet the zip the grader gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from toolkit.cli import main
+from toolkit.cli._common import Output, Result, cbtool_command
+
+_PROFILE = click.option("--profile", "profile_name", default="an2dl-2024", show_default=True,
+                        help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file.")
+_PROFILES_FILE = click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                              help="TOML file with user-defined profiles.")
+
+
+@cbtool_command(main, "build-submission", help=(
+    "Render a self-contained model.py from SOURCE (an export dir, or a run dir that is exported first) and zip it "
+    "with the weights: entries at the root, deterministic bytes, manifest.json. Ends with `cbtool check`."
+))  # fmt: skip
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The zip to write.")
+@_PROFILE
+@_PROFILES_FILE
+@click.option("--format", "fmt", type=click.Choice(["portable", "keras", "onnx"]), default="portable", show_default=True,
+              help="portable: rebuild + weights.npz (any Keras); keras: model.keras; onnx: model.onnx + onnxruntime.")
+@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged.")
+@click.option("--fp16", is_flag=True, help="Store portable weights as float16 (about half the size).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass in predict (bounds memory).")
+def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, fp16, batch_size) -> Result:
+    from toolkit.errors import EXIT_ERROR, EXIT_OK
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.submission.build import BuildOptions, build_submission
+    from toolkit.submission.check import render
+
+    profile = get_profile(profile_name, profiles_file)
+    result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size), log=out.info)
+    files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result["manifest"]["files"].items())
+    human = f"built {output} ({result['bytes'] / 2**20:.2f} MiB, sha256 {result['sha256'][:12]}): {files}\n{render(result['check'])}"
+    return Result(data=result, human=human, exit_code=EXIT_OK if result["check"]["ok"] else EXIT_ERROR)
+
+
+@cbtool_command(main, "check", help="Static contract checks of a submission zip (layout, class/method signatures, imports, .keras version, size); no TensorFlow. Exit 1 on any problem.")
+@click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_PROFILE
+@_PROFILES_FILE
+def check_command(out: Output, submission, profile_name, profiles_file) -> Result:
+    from toolkit.errors import EXIT_ERROR, EXIT_OK
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.submission.check import check_submission, render
+
+    report = check_submission(submission, get_profile(profile_name, profiles_file))
+    return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_ERROR)
+
+
+@cbtool_command(main, "validate-preprocessing", help=(
+    "Run SUBMISSION's own predict() in the profile's runtime, capture the tensor reaching the network's first layer, "
+    "and compare its bytes with toolkit.preprocessing applied as in training (RUN_DIR's spec). Diagnoses the usual bugs. "
+    "Exit 3 on a mismatch."
+))  # fmt: skip
+@click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The training run (or export) dir: preprocessing.json and probe.npz.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An npz whose first images are used as probes instead of the run's probe.npz.")
+@_PROFILE
+@_PROFILES_FILE
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=16, show_default=True, help="Probe images taken from --data / probe.npz.")
+def validate_command(out: Output, submission, run_dir, data, profile_name, profiles_file, n_images) -> Result:
+    from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.submission.validate import render, validate_preprocessing
+
+    report = validate_preprocessing(submission, run_dir, get_profile(profile_name, profiles_file), data=data,
+                                    n_images=n_images, log=out.info)
+    return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_SUBMISSION_FAILED)

@@ -1,0 +1,1 @@
+"""Building, checking and validating submission zips."""

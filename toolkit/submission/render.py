@@ -1,0 +1,104 @@
+"""Render submission_template/ into a self-contained model.py, and read its embedded source blocks back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from toolkit.errors import SubmissionError
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "submission_template"
+TOOLKIT_DIR = Path(__file__).resolve().parents[1]
+EMBEDDED = ("preprocessing.py", "arch.py")
+BEGIN = "# ---- BEGIN toolkit/{name} sha256={sha} ----"
+END = "# ---- END toolkit/{name} ----"
+_BLOCK = re.compile(r"^# ---- BEGIN toolkit/(?P<name>\S+) sha256=(?P<sha>[0-9a-f]{64}) ----\n(?P<body>.*?)^# ---- END toolkit/(?P=name) ----$",
+                    re.S | re.M)
+TTA_CHOICES = ("none", "flip", "d4")
+TTA_VIEWS = {"none": 1, "flip": 2, "d4": 8}
+WEIGHTS_FILES = {"portable": "weights.npz", "keras": "model.keras", "onnx": "model.onnx"}
+
+_LOAD = {
+    "portable": ("        self.net = build_model(MODEL_SPEC)\n"
+                 "        load_weights_npz(self.net, os.path.join(base, WEIGHTS_FILE))"),
+    "keras": "        self.net = keras.models.load_model(os.path.join(base, WEIGHTS_FILE), compile=False)",
+    "onnx": ("        self.session = ort.InferenceSession(os.path.join(base, WEIGHTS_FILE), providers=[\"CPUExecutionProvider\"])\n"
+             "        self.input_name = self.session.get_inputs()[0].name"),
+}
+_FORWARD = {
+    "portable": "        return np.asarray(self.net(x, training=False), dtype=np.float64)",
+    "keras": "        return np.asarray(self.net(x, training=False), dtype=np.float64)",
+    "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
+}
+_IMPORTS = {"portable": "", "keras": "import tensorflow as tf\nfrom tensorflow import keras\n", "onnx": "import onnxruntime as ort\n"}
+_FRAMEWORK = {"portable": "tensorflow", "keras": "tensorflow", "onnx": "onnxruntime"}
+
+
+def embedded_block(name: str, source: str) -> str:
+    """`source` between BEGIN/END marker lines that carry its sha256."""
+    body = source if source.endswith("\n") else source + "\n"
+    return "\n".join([BEGIN.format(name=name, sha=sha256_text(source)), body + END.format(name=name)])
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def extract_blocks(model_py: str) -> dict[str, dict]:
+    """{name: {"sha256_marker", "sha256_body", "source"}} for every embedded block of a rendered model.py."""
+    blocks = {}
+    for match in _BLOCK.finditer(model_py):
+        body = match.group("body")
+        blocks[match.group("name")] = {"sha256_marker": match.group("sha"), "sha256_body": sha256_text(body), "source": body}
+    return blocks
+
+
+def render_model_py(spec: dict, classes: list[str], preprocessing: dict, *, profile, fmt: str, tta: str,
+                    batch_size: int, version: str) -> str:
+    """The text of model.py for this model, profile contract, weight format and TTA."""
+    if fmt not in _LOAD:
+        raise SubmissionError(f"--format: expected one of {', '.join(_LOAD)}, found {fmt!r}")
+    if tta not in TTA_CHOICES:
+        raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, found {tta!r}")
+    y2024 = int(profile.contract) == 2024
+    contract = ("Codabench 2024: class Model, __init__(self), predict(self, X)" if y2024 else
+                "CodaLab 2023: class model, __init__(self, path), predict(self, X); an empty `metadata` file in the zip")
+    names = ["preprocessing.py"] + (["arch.py"] if fmt == "portable" else [])
+    embedded = "\n\n".join(embedded_block(n, (TOOLKIT_DIR / n).read_text(encoding="utf-8")) for n in names)
+    values = {
+        "VARIANT": str(spec.get("variant", "model")), "NUM_CLASSES": str(len(classes)), "PROFILE": profile.name,
+        "FORMAT": fmt, "TTA": tta, "CONTRACT_TEXT": contract,
+        "CLASS_LINE": "Model() takes no arguments" if y2024 else "model(path) with path = the submission folder",
+        "RESOLVE_TEXT": "os.path.dirname(os.path.abspath(__file__))" if y2024 else "the `path` argument",
+        "FRAMEWORK": _FRAMEWORK[fmt], "CBTOOL_VERSION": version, "FRAMEWORK_IMPORTS": _IMPORTS[fmt],
+        "CLASS_NAMES": json.dumps(list(classes)), "MODEL_SPEC": repr(_plain(spec)),
+        "INPUT_SIZE": str(int(preprocessing["input_size"])), "RESIZE": repr(str(preprocessing.get("resize", "bilinear"))),
+        "WEIGHTS_FILE": repr(WEIGHTS_FILES[fmt]), "FORMAT_REPR": repr(fmt), "TTA_REPR": repr(tta),
+        "BATCH_SIZE": str(int(batch_size)), "EMBEDDED": embedded,
+    }
+    klass = _fill((TEMPLATE_DIR / "class.py.tmpl").read_text(encoding="utf-8"), {
+        "CLASS_NAME": "Model" if y2024 else "model", "CONTRACT_TEXT": contract,
+        "INIT_ARGS": "self" if y2024 else "self, path",
+        "BASE_DIR": "os.path.dirname(os.path.abspath(__file__))" if y2024 else "os.path.abspath(path)",
+        "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt],
+    })
+    values["CLASS_CODE"] = klass
+    return _fill((TEMPLATE_DIR / "model.py.tmpl").read_text(encoding="utf-8"), values)
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    def sub(match: re.Match) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise SubmissionError(f"submission template: no value for placeholder @@{key}@@")
+        return values[key]
+
+    # one pass, so placeholders inside substituted text (embedded sources) are never touched
+    return re.sub(r"@@([A-Z0-9_]+)@@", sub, template)
+
+
+def _plain(value):
+    """JSON-shaped data with only str/int/float/bool/None/list/dict, so repr() is valid Python."""
+    return json.loads(json.dumps(value))
