@@ -1,0 +1,187 @@
+"""`cbtool simulate` on fixture submissions: one per failure kind, a good one, and the report directory.
+
+The fixtures (tests/fixtures/sim_submissions/) are numpy-only and run in the `local` profile, so each child run
+costs a Python start-up, not a TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from toolkit.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sim_submissions"
+N_CLASSES = 8
+
+
+def _images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    """Each class a colour and a position of a bright blob, plus noise: learnable, not trivially separable."""
+    yy, xx = np.mgrid[0:96, 0:96]
+    out = np.empty((len(labels), 96, 96, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        base = np.array([60 + 20 * label, 200 - 15 * label, 120 + 10 * (label % 3)], dtype=np.float32)
+        img = base + rng.normal(0, 40, (96, 96, 3))
+        cy, cx = 20 + 8 * (label % 4), 20 + 14 * (label // 4)
+        img[np.hypot(yy - cy - rng.normal(0, 6), xx - cx - rng.normal(0, 6)) < 12] += 60
+        out[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    labels = rng.permutation(np.arange(41) % N_CLASSES)  # odd n: the odd-batch check takes 7 of them
+    images = _images(rng, labels)
+    noisy = rng.random(len(labels)) < 0.25  # mislabelled rows keep even a good model below 100%
+    labels = np.where(noisy, rng.integers(0, N_CLASSES, len(labels)), labels)
+    path = tmp_path_factory.mktemp("data") / "heldout.npz"
+    np.savez(path, images=images, labels=labels.reshape(-1, 1))
+    return path, images, labels
+
+
+@pytest.fixture(scope="module")
+def centroids() -> np.ndarray:
+    rng = np.random.default_rng(2)
+    labels = np.arange(160) % N_CLASSES
+    feats = _images(rng, labels).astype(np.float64).reshape(160, 8, 12, 8, 12, 3).mean(axis=(2, 4)).reshape(160, -1)
+    return np.stack([feats[labels == k].mean(axis=0) for k in range(N_CLASSES)])
+
+
+def make_zip(name: str, dest: Path, centroids: np.ndarray | None = None) -> Path:
+    """Zip fixture `name` flat (files at the root, as the grader extracts), adding generated weights."""
+    zip_path = dest / f"{name}.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for f in sorted((FIXTURES / name).iterdir()):
+            zf.write(f, f.name)
+        if name in ("good", "load_error"):
+            weights = dest / f"{name}_weights.npz"
+            np.savez(weights, centroids=centroids if centroids is not None else np.zeros((N_CLASSES, 192)))
+            zf.write(weights, "weights.npz")
+    return zip_path
+
+
+def run_cli(*args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(main, ["simulate", *map(str, args), "--profile", "local", "--json"])
+    try:
+        return result.exit_code, json.loads(result.output)
+    except json.JSONDecodeError:  # pragma: no cover - shows what went wrong
+        raise AssertionError(f"not one JSON document (exit {result.exit_code}):\n{result.output}\n{result.exception!r}")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kind", "phase", "needle", "extra"),
+    [
+        ("import_error", "import_error", "import", "keras_cv_that_the_grader_does_not_have", []),
+        ("load_error", "load_error", "load", "layer_that_was_renamed", []),
+        ("predict_error", "predict_error", "predict", "shapes", []),
+        ("one_hot", "bad_output", "predict", "one-hot rows", []),
+        ("wrong_length", "bad_output", "predict", "40 predictions for 41 images", []),
+        ("sleeps", "timeout", "predict", "", ["--time-limit", "3"]),
+        ("memory", "killed", "predict", "memory", ["--memory-limit", "300M"]),
+        ("sys_exit", "exit", "predict", "", []),
+    ],
+)
+def test_each_failure_kind_is_classified_and_exits_3(tmp_path, heldout, fixture, kind, phase, needle, extra):
+    code, out = run_cli(make_zip(fixture, tmp_path), "--data", heldout[0], *extra)
+    assert code == 3, out
+    assert out["status"] == "failed"
+    failure = out["failure"]
+    assert (failure["kind"], failure["phase"]) == (kind, phase), failure
+    assert needle.lower() in (failure["message"] + failure["stderr_tail"]).lower(), failure
+    assert set(failure) >= {"kind", "phase", "message", "stderr_tail"}
+    if kind in ("import_error", "load_error", "predict_error"):
+        assert "Traceback" in failure["stderr_tail"] or needle in failure["stderr_tail"]
+
+
+def test_memory_failure_says_the_limit_approximates_the_grader(tmp_path, heldout):
+    code, out = run_cli(make_zip("memory", tmp_path), "--data", heldout[0], "--memory-limit", "300M")
+    assert code == 3 and out["failure"]["kind"] == "killed"
+    assert out["limits"]["memory_limit_mb"] == 300
+    assert "approximates the grader" in out["limits"]["note"]
+
+
+def test_relative_path_fails_as_on_the_grader_with_the_fix_through_the_entry_point(tmp_path, heldout):
+    cbtool = shutil.which("cbtool") or str(Path(sys.executable).with_name("cbtool"))
+    zip_path = make_zip("relative_path", tmp_path)
+    # run from inside an extracted copy: a working directory holding weights.keras must not rescue the submission
+    workdir = tmp_path / "extracted"
+    zipfile.ZipFile(zip_path).extractall(workdir)
+    proc = subprocess.run(
+        [cbtool, "simulate", str(zip_path), "--data", str(heldout[0]), "--profile", "local", "--json"],
+        cwd=workdir, capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    failure = json.loads(proc.stdout)["failure"]
+    assert failure["kind"] == "load_error"
+    assert "'weights.keras' by a relative path" in failure["message"]
+    assert "working directory outside the submission" in failure["message"]
+    assert "os.path.dirname(os.path.abspath(__file__))" in failure["message"]
+
+
+def test_good_submission_scores_what_the_model_scores_in_this_process(tmp_path, heldout, centroids):
+    path, images, labels = heldout
+    code, out = run_cli(make_zip("good", tmp_path, centroids), "--data", path, "--report", tmp_path / "report")
+    assert code == 0, out
+    assert out["status"] == "ok" and out["failure"] is None
+    # the same model.py and weights, imported here directly
+    direct_dir = tmp_path / "direct"
+    zipfile.ZipFile(tmp_path / "good.zip").extractall(direct_dir)
+    spec = importlib.util.spec_from_file_location("direct_model", direct_dir / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = float(np.mean(module.Model().predict(images) == labels))
+    assert 0.3 < expected < 1.0  # a real, imperfect classifier: equality below means something
+    assert out["scores"]["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert out["scores_by_input"] == {"uint8": pytest.approx(expected), "float32": pytest.approx(expected)}
+    assert len(out["scores"]["confusion_matrix"]) == N_CLASSES and out["scores"]["per_class"]["Basophil"]["support"] == int(np.sum(labels == 0))
+    assert out["inputs"]["contract/single"]["n"] == 1 and out["inputs"]["contract/odd"]["n"] == 7
+    timing = out["timing"]
+    assert timing["import_s"] >= 0 and timing["load_s"] >= 0 and timing["clean_predict_s"] > 0 and timing["images_per_s"] > 0
+    assert out["peak_memory_mb"] > 0
+    report = tmp_path / "report"
+    assert json.loads((report / "scores.json").read_text()) == {
+        "accuracy": pytest.approx(expected), "balanced_accuracy": pytest.approx(out["scores"]["balanced_accuracy"]),
+        "macro_f1": pytest.approx(out["scores"]["macro_f1"]),
+    }  # fmt: skip
+    assert (report / "confusion_matrix.png").stat().st_size > 1000 and (report / "report.html").exists()
+
+
+def test_shift_scores_every_corruption_in_one_child_run(tmp_path, heldout, centroids):
+    path, images, labels = heldout
+    code, out = run_cli(make_zip("good", tmp_path, centroids), "--data", path, "--shift", "--shift-images", "24", "--seed", "3")
+    assert code == 0, out
+    s = out["shift"]
+    assert s["images_per_set"] == 24 and s["seed"] == 3
+    assert set(s["table"]) == {"pixelate", "jpeg", "defocus_blur", "motion_blur", "brightness_up", "brightness_down",
+                               "contrast_up", "contrast_down", "saturation", "stain_deposits", "bubbles"}  # fmt: skip
+    assert all(set(per) == {"1", "2", "3", "4", "5"} for per in s["table"].values())
+    values = [a for per in s["table"].values() for a in per.values()]
+    assert s["mean_accuracy"] == pytest.approx(np.mean(values))
+    assert s["drop"] == pytest.approx(s["clean_accuracy"] - s["mean_accuracy"])
+    assert s["table"]["brightness_down"]["5"] < s["clean_accuracy"]  # a colour-centroid model must suffer
+    assert out["timing"]["shift_predict_s"] > 0
+
+
+def test_human_output_is_a_table_and_failure_exit_code_is_3(tmp_path, heldout):
+    result = CliRunner().invoke(main, ["simulate", str(make_zip("one_hot", tmp_path)), "--data", str(heldout[0]), "--profile", "local"])
+    assert result.exit_code == 3
+    assert "FAILED: bad_output during predict" in result.output
+    assert "np.argmax(output, axis=-1)" in result.output
+
+
+def test_cbtool_errors_exit_1(tmp_path, heldout):
+    code, out = run_cli(tmp_path / "missing.zip", "--data", heldout[0])
+    assert code == 1 and "no such submission zip" in out["error"]["message"]
+    code, out = run_cli(make_zip("good", tmp_path), "--data", heldout[0], "--memory-limit", "lots")
+    assert code == 1 and "--memory-limit" in out["error"]["message"]

@@ -1,0 +1,42 @@
+"""`cbtool simulate`: run a submission zip like the grader, score it, and estimate the hidden-test drop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from toolkit.cli import main
+from toolkit.cli._common import Output, Result, cbtool_command
+
+
+@cbtool_command(main, "simulate", help=(
+    "Run SUBMISSION (a zip) through the grader's loader on a held-out npz, check its output contract, and score it. "
+    "--shift adds the seeded corruption suite (the hidden-test estimate). Exit 3 when the submission fails."
+))  # fmt: skip
+@click.argument("submission", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Held-out npz (images + labels).")
+@click.option("--profile", "profile_name", default="an2dl-2024", show_default=True, help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file.")
+@click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="TOML file with user-defined profiles.")
+@click.option("--shift", is_flag=True, help="Also score the corruption suite: 11 corruptions x severities 1-5.")
+@click.option("--shift-images", type=click.IntRange(min=0), default=500, show_default=True, help="Images per corrupted set (a seeded sample of --data; 0 = all).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds for import + load + predict (default: the profile's).")
+@click.option("--memory-limit", default=None, help="Memory budget, e.g. 4G or 512M (default: the profile's). Approximates the grader.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write scores.json, details.json, PNGs and report.html here.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corruption suite and its sample.")
+@click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (the 2023 string labels need it).")
+def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, allow_pickle) -> Result:
+    from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.report import render_text
+    from toolkit.runtime.simulate import SimulateOptions, parse_memory, simulate
+
+    profile = get_profile(profile_name, profiles_file)
+    options = SimulateOptions(time_limit, parse_memory(memory_limit), shift, shift_images or None, seed, allow_pickle)
+    result = simulate(submission, data, profile, options, log=out.info)
+    if report_dir is not None:
+        from toolkit.report import write_report
+
+        result["report"] = write_report(result, report_dir)
+    code = EXIT_OK if result["status"] == "ok" else EXIT_SUBMISSION_FAILED
+    return Result(data=result, human=render_text(result), exit_code=code)

@@ -1,0 +1,327 @@
+"""`cbtool simulate`: run a submission as the hidden-test grader would, check its output, score it, estimate the shift.
+
+Everything the submission sees goes through the one loader, `toolkit.runtime.sandbox.run_submission`, in a single
+child run (TensorFlow is imported once): the held-out images in each of the profile's input forms, one single
+image and one odd-sized batch (the contract says any n), and with `--shift` every corrupted set. The corruptions
+are made here, in the parent; the child only sees arrays, as the grader's child would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.errors import ConfigError, SubmissionError
+from toolkit.runtime import scoring, shift as shift_suite
+from toolkit.runtime.profiles import Profile
+
+MEMORY_NOTE = (
+    "The memory limit approximates the grader: cbtool watches the child's resident memory and kills it above the "
+    "budget. Codabench sets no memory limit of its own, but its workers have finite memory and course graders ran "
+    "out of it with heavy test-time augmentation."
+)
+KILLED_NOTE = (
+    "This memory budget approximates the grader (cbtool kills the child when its resident memory passes it; "
+    "Codabench's workers have finite memory but no stated limit): predict in bounded batches and avoid holding "
+    "every test-time-augmentation view at once."
+)
+TIME_NOTE = "The time limit covers import, model load and prediction of the held-out set, as on Codabench."
+SINGLE, ODD = "contract/single", "contract/odd"
+
+
+@dataclass
+class SimulateOptions:
+    """What to run and how: limits default to the profile's; `shift_images` caps the images per corrupted set."""
+
+    time_limit_s: float | None = None
+    memory_limit_mb: int | None = None
+    shift: bool = False
+    shift_images: int | None = 500
+    seed: int = 0
+    allow_pickle: bool = False
+
+
+def parse_memory(text: str | None) -> int | None:
+    """'4G', '512M', '1.5g', '800' (MB) -> megabytes; None stays None."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*", str(text))
+    if not m:
+        raise ConfigError(f"--memory-limit must look like 4G, 512M or 800 (megabytes); found {text!r}")
+    value, unit = float(m.group(1)), m.group(2).upper()
+    mb = value * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    if mb < 1:
+        raise ConfigError(f"--memory-limit {text!r} is below 1 MB")
+    return int(round(mb))
+
+
+def simulate(
+    zip_path: str | Path,
+    data_path: str | Path,
+    profile: Profile,
+    options: SimulateOptions | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run, check and score one submission on a held-out npz; return the JSON-able result (status ok|failed)."""
+    from toolkit.data.io import load_dataset
+    from toolkit.runtime.sandbox import run_submission
+
+    options = options or SimulateOptions()
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise SubmissionError(f"{zip_path}: no such submission zip")
+    data = load_dataset(data_path, allow_pickle=options.allow_pickle)
+    if len(data) == 0:
+        raise ConfigError(f"{data_path}: the held-out set has no images")
+    time_limit = float(options.time_limit_s or profile.time_limit_s)
+    memory_limit = int(options.memory_limit_mb or profile.memory_limit_mb)
+    plan = _plan_inputs(data.images, data.labels, profile, options, log)
+    started = time.perf_counter()
+    outcome = run_submission(
+        zip_path,
+        profile,
+        plan.inputs,
+        time_limit_s=_hard_limit(time_limit, plan),
+        memory_limit_mb=memory_limit,
+        log=log,
+    )
+    wall = time.perf_counter() - started
+    result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
+    result["timing"] = _timing(outcome, plan, wall)
+    result["peak_memory_mb"] = getattr(outcome, "peak_memory_mb", None)
+    result["stdout_tail"] = getattr(outcome, "stdout_tail", "") or ""
+    if outcome.status != "ok" or outcome.failure is not None:
+        return _fail(result, _failure_dict(outcome.failure, outcome), zip_path)
+    over = _over_time(result["timing"], time_limit)
+    if over:
+        return _fail(result, over, zip_path)
+    try:
+        checked = _check_outputs(outcome.outputs, plan, data.num_classes)
+    except scoring.BadOutput as exc:
+        return _fail(result, {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}, zip_path)
+    _score(result, checked, data, plan)
+    return result
+
+
+# --- planning the child's inputs ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    inputs: dict[str, np.ndarray]
+    clean: dict[str, str]  # dtype -> input name
+    odd_n: int
+    shift_idx: np.ndarray | None = None
+    shift_names: dict[str, tuple[str, int]] | None = None  # input name -> (family, severity)
+    shift_s: float = 0.0
+    seed: int = 0
+
+
+def _plan_inputs(images: np.ndarray, labels: np.ndarray, profile: Profile, options: SimulateOptions, log) -> _Plan:
+    dtypes = list(profile.input_dtypes) or ["uint8"]
+    first = dtypes[0]
+    inputs: dict[str, np.ndarray] = {}
+    clean = {}
+    for dtype in dtypes:
+        clean[dtype] = f"clean/{dtype}"
+        inputs[clean[dtype]] = images.astype(dtype)
+    n = len(images)
+    odd_n = n if n % 2 else n - 1
+    odd_n = min(odd_n, 7) if odd_n > 1 else 1
+    inputs[SINGLE] = images[:1].astype(first)
+    if odd_n > 1:
+        inputs[ODD] = images[:odd_n].astype(first)
+    plan = _Plan(inputs, clean, odd_n)
+    if options.shift:
+        _plan_shift(plan, images, first, options, log)
+    return plan
+
+
+def _plan_shift(plan: _Plan, images: np.ndarray, dtype: str, options: SimulateOptions, log) -> None:
+    n = len(images)
+    k = n if not options.shift_images else min(n, int(options.shift_images))
+    rng = np.random.default_rng(options.seed)
+    idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
+    if log:
+        log(f"corrupting {k} images x {len(shift_suite.CORRUPTIONS)} corruptions x {len(shift_suite.SEVERITIES)} severities (seed {options.seed})")
+    started = time.perf_counter()
+    names = {}
+    for family, severity, corrupted in shift_suite.iter_suite(images[idx], seed=options.seed):
+        name = shift_suite.input_name(family, severity)
+        plan.inputs[name] = corrupted.astype(dtype, copy=False)
+        names[name] = (family, severity)
+    plan.shift_idx, plan.shift_names, plan.shift_s, plan.seed = idx, names, time.perf_counter() - started, options.seed
+
+
+def _hard_limit(time_limit: float, plan: _Plan) -> float:
+    """The kill limit for the one child run. Without --shift it is the grader's limit; with it, the limit is
+    stretched by the extra images (the grader's limit is then checked on the clean part afterwards)."""
+    clean = sum(len(plan.inputs[name]) for name in plan.clean.values())
+    total = sum(len(v) for v in plan.inputs.values())
+    return time_limit if not plan.shift_names else time_limit * max(1.0, total / max(clean, 1)) + 30.0
+
+
+# --- outcome -> result ------------------------------------------------------------------------------------------
+
+
+def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan) -> dict:
+    from toolkit.provenance import versions
+
+    return {
+        "status": "ok",
+        "failure": None,
+        "submission": str(zip_path),
+        "data": str(data_path),
+        "n_images": len(data),
+        "class_names": list(data.class_names),
+        "profile": {"name": profile.name, "contract": profile.contract, "packages": list(profile.packages),
+                    "input_dtypes": list(profile.input_dtypes), "input_tensor": profile.input_tensor},
+        "limits": {"time_limit_s": time_limit, "memory_limit_mb": memory_limit, "note": f"{TIME_NOTE} {MEMORY_NOTE}"},
+        "inputs": {name: {"n": int(len(arr)), "dtype": str(arr.dtype)} for name, arr in plan.inputs.items() if not name.startswith("shift/")},
+        "seed": options.seed,
+        "warnings": [],
+        "scores": None,
+        "versions": {**versions(), "runtime": ", ".join(profile.packages) or "current interpreter"},
+    }
+
+
+def _timing(outcome, plan: _Plan, wall: float) -> dict:
+    timing = dict(getattr(outcome, "timing", None) or {})
+    predict = dict(timing.get("predict_s") or {})
+    done = set(getattr(outcome, "outputs", None) or {})  # inputs whose predict returned
+    clean_s = sum(predict.get(name, 0.0) for name in plan.clean.values())
+    clean_n = sum(len(plan.inputs[name]) for name in plan.clean.values() if name in done)
+    done_s = sum(predict.get(name, 0.0) for name in plan.clean.values() if name in done)
+    shift_s = sum(v for k, v in predict.items() if k.startswith("shift/"))
+    out = {
+        "import_s": timing.get("import_s"),
+        "load_s": timing.get("load_s"),
+        "clean_predict_s": clean_s if predict else None,
+        "predict_s": predict,
+        "images_per_s": (clean_n / done_s) if done_s > 0 else None,
+        "wall_s": wall,
+    }
+    if plan.shift_names:
+        out.update(shift_predict_s=shift_s, shift_corrupt_s=plan.shift_s)
+    return out
+
+
+def _over_time(timing: dict, limit: float) -> dict | None:
+    """With --shift the child ran under a stretched limit: apply the grader's limit to the clean part here."""
+    spent = sum(timing.get(k) or 0.0 for k in ("import_s", "load_s", "clean_predict_s"))
+    if spent <= limit:
+        return None
+    return {
+        "kind": "timeout",
+        "phase": "predict",
+        "message": f"import, load and prediction of the held-out set took {spent:.1f} s, over the {limit:g} s limit",
+        "stderr_tail": "",
+    }
+
+
+def _failure_dict(failure, outcome) -> dict:
+    if failure is None:
+        return {"kind": "exit", "phase": "unknown", "message": "the child reported failure without a reason", "stderr_tail": _tail(outcome)}
+    return {
+        "kind": getattr(failure, "kind", "exit"),
+        "phase": getattr(failure, "phase", "unknown"),
+        "message": getattr(failure, "message", str(failure)),
+        "stderr_tail": getattr(failure, "stderr_tail", None) or _tail(outcome),
+    }
+
+
+def _tail(outcome) -> str:
+    return getattr(outcome, "stderr_tail", "") or ""
+
+
+def _fail(result: dict, failure: dict, zip_path: Path) -> dict:
+    hint = _relative_path_hint(failure, zip_path)
+    if hint:
+        failure["message"] = f"{failure['message']}\n{hint}"
+    if failure["kind"] == "killed":
+        failure["message"] += f" (likely out of memory). {KILLED_NOTE}"
+    result.update(status="failed", failure=failure)
+    return result
+
+
+_MISSING = re.compile(r"(?:No such file or directory|not found|does not exist|FileNotFoundError)[^\n]*?['\"]([^'\"\n]+)['\"]")
+_MISSING_AFTER = re.compile(r"['\"]([^'\"\n/\\]+)['\"][^\n]*?(?:No such file|not found|does not exist)")
+
+
+def _relative_path_hint(failure: dict, zip_path: Path) -> str | None:
+    """When model.py opened a file of its own submission by a bare relative name, say why it fails and the fix."""
+    if failure.get("kind") not in ("import_error", "load_error", "predict_error"):
+        return None
+    text = f"{failure.get('message', '')}\n{failure.get('stderr_tail', '')}"
+    names = {m.group(1) for m in _MISSING.finditer(text)} | {m.group(1) for m in _MISSING_AFTER.finditer(text)}
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return None
+    bare = sorted(n for n in names if not n.startswith(("/", "\\")) and n.lstrip("./") in members)
+    if not bare:
+        return None
+    name = bare[0]
+    return (
+        f"model.py opened {name!r} by a relative path, which resolves against the working directory. The grader runs "
+        f"the ingestion program with its working directory outside the submission folder, so {name!r} is not found "
+        f"there (simulate does the same). Resolve files from model.py's own folder: "
+        f"os.path.join(os.path.dirname(os.path.abspath(__file__)), {name!r}) (2023 contract: os.path.join(path, {name!r}))."
+    )
+
+
+# --- checking and scoring ---------------------------------------------------------------------------------------
+
+
+def _check_outputs(outputs: dict, plan: _Plan, num_classes: int) -> dict[str, scoring.OutputCheck]:
+    checked = {}
+    for name, arr in plan.inputs.items():
+        if name not in outputs:
+            raise scoring.BadOutput(f"predict returned nothing for input {name!r}")
+        what = f"predict(X {arr.dtype} of shape {tuple(arr.shape)}{'' if not name.startswith('shift/') else ', ' + name})"
+        checked[name] = scoring.check_output(outputs[name], len(arr), num_classes, what=what)
+    return checked
+
+
+def _score(result: dict, checked: dict, data, plan: _Plan) -> None:
+    warnings = result["warnings"]
+    for check in checked.values():
+        warnings.extend(w for w in check.warnings if w not in warnings)
+    by_dtype = {dtype: scoring.score(data.labels, checked[name].predictions, data.class_names) for dtype, name in plan.clean.items()}
+    worst = min(by_dtype, key=lambda d: by_dtype[d]["accuracy"])
+    result["scores"] = {**by_dtype[worst], "input": worst}
+    result["scores_by_input"] = {d: s["accuracy"] for d, s in by_dtype.items()}
+    reference = checked[plan.clean[worst]].predictions
+    _consistency(warnings, checked, plan, reference)
+    if plan.shift_names:
+        result["shift"] = _shift_result(checked, plan, data.labels, reference)
+
+
+def _consistency(warnings: list, checked: dict, plan: _Plan, reference: np.ndarray) -> None:
+    preds = [checked[plan.clean[d]].predictions for d in plan.clean]
+    if len(preds) > 1 and not np.array_equal(preds[0], preds[1]):
+        differ = int(np.sum(preds[0] != preds[1]))
+        warnings.append(f"predictions differ between the {' and '.join(plan.clean)} inputs on {differ} images: "
+                        "the grader's dtype is not stated, so the model should not depend on it")
+    for name, n in ((SINGLE, 1), (ODD, plan.odd_n)):
+        if name in checked and not np.array_equal(checked[name].predictions, reference[:n]):
+            warnings.append(f"predict on {n} image(s) gave different classes than on the whole set for the same images: "
+                            "the prediction depends on the batch (batch statistics, padding, or randomness)")
+
+
+def _shift_result(checked: dict, plan: _Plan, labels: np.ndarray, reference: np.ndarray) -> dict:
+    y = labels[plan.shift_idx]
+    table: dict[str, dict[int, float]] = {}
+    for name, (family, severity) in plan.shift_names.items():
+        table.setdefault(family, {})[severity] = float(np.mean(checked[name].predictions == y))
+    clean = float(np.mean(reference[plan.shift_idx] == y))
+    out = shift_suite.summarize(clean, table)
+    out.update(images_per_set=int(len(y)), seed=plan.seed)
+    return out
