@@ -284,7 +284,8 @@ def _text_timing(result: dict) -> list[str]:
     limits = result.get("limits") or {}
     out = ["", "time: " + ", ".join(parts)] if parts else []
     if limits:
-        out.append(f"limits: {limits.get('time_limit_s'):g} s, {limits.get('memory_limit_mb')} MB. {limits.get('note', '')}")
+        out.append(f"limits: {limits.get('time_limit_s'):g} s for import + load + predict; {limits.get('memory_limit_mb')} MB resident "
+                   "memory (a budget that approximates the grader: the child is killed above it)")
     return out
 
 
