@@ -19,7 +19,9 @@ def _toml(tmp_path, text, name="train.toml"):
 
 def test_defaults():
     cfg = resolve_config()
-    assert cfg == TrainConfig()
+    assert cfg == TrainConfig(weights="imagenet")
+    assert resolve_config(overrides={"model": "convnext_test"}).weights == "none"  # no ImageNet weights for it
+    assert resolve_config(overrides={"model": "convnext_test", "weights": "w.weights.h5"}).weights == "w.weights.h5"
     assert (cfg.model, cfg.weights, cfg.augment, cfg.optimizer, cfg.class_weights) == (
         "convnext_tiny", "imagenet", "basic", "adamw", "balanced")
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from toolkit.errors import ConfigError
 
 MODELS = ("convnext_test", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
+NO_PRETRAINED = ("convnext_test",)  # variants without ImageNet weights
 CHOICES = {
     "model": MODELS,
     "resize": ("bilinear", "nearest"),
@@ -32,7 +33,7 @@ class TrainConfig:
     """Every knob of `cbtool train`. Phase 1 trains the head on a frozen backbone; phase 2 fine-tunes."""
 
     model: str = "convnext_tiny"
-    weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
+    weights: str = "auto"  # "imagenet", "none", a weights file, or "auto" (imagenet where the variant has them)
     input_size: int = 96
     resize: str = "bilinear"
     dropout: float = 0.2
@@ -102,6 +103,8 @@ def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] 
         values.pop("epochs1", None), values.pop("epochs2", None)
     values.update(_check(cli, "command line"))
     config = TrainConfig(**values)
+    if config.weights == "auto":
+        config.weights = "none" if config.model in NO_PRETRAINED else "imagenet"
     if isinstance(epochs, int):
         config.epochs1, config.epochs2 = split_epochs(epochs, config.weights)
     elif epochs is not None:
