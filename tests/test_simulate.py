@@ -185,3 +185,26 @@ def test_cbtool_errors_exit_1(tmp_path, heldout):
     assert code == 1 and "no such submission zip" in out["error"]["message"]
     code, out = run_cli(make_zip("good", tmp_path), "--data", heldout[0], "--memory-limit", "lots")
     assert code == 1 and "--memory-limit" in out["error"]["message"]
+
+
+def test_real_convnext_submission_scores_what_the_training_process_computed(tmp_path):
+    """A convnext_test run -> build-submission -> simulate: the sandbox's accuracy equals the one the run's own
+    process computed from its softmax (probe.npz), so nothing between training and the grader changed a prediction."""
+    from export_data import make_run_dir
+
+    from toolkit.runtime.profiles import local_profile
+    from toolkit.submission.build import build_submission
+
+    run = make_run_dir(tmp_path / "run", n_probe=24, seed=3)
+    probe = np.load(run / "probe.npz")
+    predicted = probe["probs"].argmax(axis=1)
+    assert len(np.unique(predicted)) > 1, "the random model must not predict one class for every probe image"
+    # labels: the run's own prediction for the first 16 images, a different class for the last 8 -> exactly 2/3
+    labels = np.where(np.arange(24) < 16, predicted, (predicted + 1) % 3)
+    np.savez(tmp_path / "heldout.npz", images=probe["images"], labels=labels)
+    build_submission(run, tmp_path / "submission.zip", local_profile())
+    code, out = run_cli(tmp_path / "submission.zip", "--data", tmp_path / "heldout.npz", "--time-limit", "300")
+    assert code == 0, out
+    assert out["scores"]["accuracy"] == pytest.approx(float(np.mean(predicted == labels))) == pytest.approx(2 / 3)
+    assert out["scores_by_input"]["uint8"] == out["scores_by_input"]["float32"]
+    assert out["timing"]["load_s"] > 0 and out["timing"]["images_per_s"] > 0
