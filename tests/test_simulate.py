@@ -208,3 +208,10 @@ def test_real_convnext_submission_scores_what_the_training_process_computed(tmp_
     assert out["scores"]["accuracy"] == pytest.approx(float(np.mean(predicted == labels))) == pytest.approx(2 / 3)
     assert out["scores_by_input"]["uint8"] == out["scores_by_input"]["float32"]
     assert out["timing"]["load_s"] > 0 and out["timing"]["images_per_s"] > 0
+
+
+@pytest.mark.parametrize(("text", "mb"), [("4G", 4096), ("512M", 512), ("1.5g", 1536), ("800", 800), ("2GiB", 2048), ("300MB", 300)])
+def test_memory_sizes_parse_to_megabytes(text, mb):
+    from toolkit.runtime.simulate import parse_memory
+
+    assert parse_memory(text) == mb
