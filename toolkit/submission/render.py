@@ -28,8 +28,10 @@ _LOAD = {
              "        self.input_name = self.session.get_inputs()[0].name"),
 }
 _FORWARD = {
-    "portable": "        return np.asarray(self.net(x, training=False), dtype=np.float64)",
-    "keras": "        return np.asarray(self.net(x, training=False), dtype=np.float64)",
+    "portable": ("        y = self.net(x, training=False)\n"
+                 "        return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)"),
+    "keras": ("        y = self.net(x, training=False)\n"
+              "        return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)"),
     "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
 }
 _IMPORTS = {"portable": "", "keras": "import tensorflow as tf\nfrom tensorflow import keras\n", "onnx": "import onnxruntime as ort\n"}

@@ -1,0 +1,47 @@
+"""One convnext_test run + export shared by the submission tests (made once per test session, TF in-process)."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+INPUT_SIZE = 64  # the probes are 96x96, so the resize path of the preprocessing is exercised too
+
+
+@functools.lru_cache(maxsize=None)
+def shared_export() -> tuple[Path, Path]:
+    """(run_dir, export_dir): a convnext_test run (random weights, input_size 64, 8 probes), exported in all formats."""
+    from export_data import make_run_dir
+    from toolkit.export import export_run
+
+    base = Path(tempfile.mkdtemp(prefix="cbtool-subtest-"))
+    atexit.register(shutil.rmtree, base, True)
+    run = make_run_dir(base / "run", input_size=INPUT_SIZE, n_probe=8)
+    export = base / "export"
+    export_run(run, export, ["portable", "keras", "onnx"])
+    return run, export
+
+
+def probe(export_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(export_dir / "probe.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def patch_model_py(src_zip: Path, dst_zip: Path, old: str, new: str) -> Path:
+    """Copy a zip, replacing `old` by `new` in its model.py (a planted bug); fails if `old` is absent."""
+    with zipfile.ZipFile(src_zip) as zin, zipfile.ZipFile(dst_zip, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "model.py":
+                text = data.decode()
+                if old not in text:
+                    raise AssertionError(f"planted bug: {old!r} not found in model.py")
+                data = text.replace(old, new).encode()
+            zout.writestr(info, data)
+    return dst_zip
