@@ -51,14 +51,17 @@ def test_config_file_and_flags(npz, tmp_path):
     cfg = tmp_path / "train.toml"
     cfg.write_text('model = "convnext_test"\nweights = "none"\nbatch_size = 8\nlabel_smoothing = 0.0\nepochs = [0, 3]\n')
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", str(npz), "--config", str(cfg), "--batch-size", "16", "--epochs", "1",
-                                       "--seed", "3", "-o", str(run), "--json"])
+    val = tmp_path / "val.npz"
+    save_dataset(shapes_dataset(n_per_class=3, num_classes=3, seed=9), val, schema="generic")
+    result = CliRunner().invoke(main, ["train", str(npz), "--val", str(val), "--config", str(cfg), "--batch-size", "16",
+                                       "--epochs", "1", "--seed", "3", "-o", str(run), "--json"])
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "config.json").read_text())
     assert saved["batch_size"] == 16 and saved["seed"] == 3  # flags win
     assert saved["label_smoothing"] == 0.0 and saved["model"] == "convnext_test"  # the file's values stay
     assert (saved["epochs1"], saved["epochs2"]) == (0, 1)
     assert json.loads(result.stdout)["epochs_done"] == 1
+    assert json.loads((run / "metrics.json").read_text())["n"] == 9  # scored on --val, all 30 images trained on
 
 
 def test_errors_are_one_line_and_exit_1(npz, tmp_path):

@@ -150,3 +150,17 @@ def test_stratified_split():
     assert np.bincount(labels[val_idx], minlength=3).tolist() == [4, 2, 0]  # a singleton class stays in training
     again, _ = pipeline.stratified_split(labels, 0.2, seed=0)
     np.testing.assert_array_equal(train_idx, again)
+
+
+def test_validation_file_labels_map_onto_training_classes(tmp_path):
+    from toolkit.train.fit import load_training_data
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 96, 96, 3)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", data=images, labels=np.array(["a", "b", "c", "a", "b", "c"]))
+    np.savez(tmp_path / "val.npz", data=images[:3], labels=np.array(["c", "b", "c"]))  # no 'a': names sort to [b, c]
+    np.savez(tmp_path / "odd.npz", data=images[:2], labels=np.array(["a", "z"]))
+    train_set, val_set = load_training_data(tmp_path / "train.npz", tmp_path / "val.npz", allow_pickle=True)
+    assert val_set.class_names == ["a", "b", "c"] and val_set.labels.tolist() == [2, 1, 2]
+    with pytest.raises(DataError, match="'z'"):
+        load_training_data(tmp_path / "train.npz", tmp_path / "odd.npz", allow_pickle=True)
