@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -37,9 +38,9 @@ def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLi
               "resize": resize, "tta_views": views, "capture_target": outcome.capture_target,
               "source": source_hashes(model_py, prep), "inputs": [], "diagnoses": [], "failure": None,
               "timing": outcome.timing}
-    if outcome.failure is not None and not outcome.captured_calls:
+    if outcome.failure is not None and not any(outcome.captured_calls.values()):
         report["failure"] = outcome.failure.to_dict()
-        report["diagnoses"].append(f"the submission failed before any tensor reached its network: {outcome.failure.message}")
+        report["diagnoses"] = _diagnose_failure(outcome.failure.message, size)
         return report
     for name, x in inputs.items():
         calls = outcome.captured_calls.get(name) or []
@@ -120,13 +121,26 @@ def diagnose(x: np.ndarray, expected: np.ndarray, found: np.ndarray, size: int, 
             return out + [f"resize method: the submission resized with {other!r}, training used {resize!r}"]
     e = expected.astype(np.float64)
     for label, fn in (("truncated", np.trunc), ("rounded", np.round), ("floored", np.floor)):
-        if np.array_equal(f, fn(e)) or np.array_equal(f, np.clip(fn(e), 0, 255)):
-            return out + [f"dtype: values {label} to integers (a cast to uint8/int before the network; training keeps float32 fractions)"]
+        before = preprocess(fn(np.asarray(x, np.float64)).astype(np.float32), size, resize)  # cast on the way in
+        if np.array_equal(f, fn(e)) or np.array_equal(f, before):
+            return out + [f"dtype: values {label} to integers (a cast to uint8/int in predict; training keeps float32 fractions)"]
     if np.allclose(f, e.astype(np.float16).astype(np.float64), atol=0, rtol=0):
         return out + ["dtype: values rounded to float16 precision (training feeds float32)"]
     diff = np.abs(f - e)
     return out + [f"values differ (max abs diff {diff.max():.4g}, mean {diff.mean():.4g}), not one of the usual causes "
                   "(/255, /127.5-1, BGR, resize, dtype): compare predict() with toolkit/preprocessing.py"]
+
+
+_FOUND_SHAPE = re.compile(r"found shape=\((?:None|\d+), (\d+), (\d+), (\d+)\)")
+
+
+def _diagnose_failure(message: str, size: int) -> list[str]:
+    """Nothing was captured: the network rejected its input (e.g. Keras' shape check) or predict failed earlier."""
+    match = _FOUND_SHAPE.search(message)
+    if match and (int(match.group(1)), int(match.group(2))) != (size, size):
+        return [f"resize size: training fed {size}x{size}, the submission fed {match.group(1)}x{match.group(2)} "
+                f"(the network rejected it: {message})"]
+    return [f"the submission failed before any tensor reached its network: {message}"]
 
 
 def source_hashes(model_py: str, prep: dict) -> dict:
