@@ -10,9 +10,9 @@ Augmentation never enters the model that is exported: it runs on batches of floa
 - robust: basic + corruption-style transforms modelled on the blood-cell corruptions `simulate --shift` uses
           (DESIGN.md section 5): blur, JPEG degradation, brightness/contrast/saturation shifts, pixelation, noise.
 
-Determinism: every Keras layer gets its own seed derived from the run seed (its state advances once per batch),
-and the TensorFlow ops draw from stateless generators keyed by (seed, global step). The pipeline applies the
-augmenter in a sequential map, so a given seed reproduces the same batches.
+Determinism: the TensorFlow ops draw from stateless generators keyed by (seed, global step) (`Augmenter.stateless`,
+run in a parallel map); every Keras layer gets its own seed derived from the run seed and its state advances once
+per batch (`Augmenter.stateful`, run in a sequential map). So a given seed reproduces the same batches.
 """
 
 from __future__ import annotations
@@ -58,27 +58,42 @@ class Augmenter:
             )
 
     def __call__(self, images, labels, step):
+        """Both parts in order: what `train_dataset` does in its two maps."""
+        images, labels = self.stateless(images, labels, step)
+        return self.stateful(images, labels, step)
+
+    def stateless(self, images, labels, step):
+        """The part keyed only by (seed, step): the geometric pass and the robust corruptions. Safe in a parallel map."""
+        import tensorflow as tf
+
+        images = tf.cast(images, tf.float32)
+        if self.preset == "none":
+            return images, labels
+        seeds = self._seeds(step)
+        images = _geometric(images, seeds[0], shift=0.1, zoom=0.1)
+        if self.preset == "robust":
+            images = _corrupt(images, seeds[2:])
+        return tf.clip_by_value(images, 0.0, 255.0), labels
+
+    def stateful(self, images, labels, step):
+        """The Keras layers, whose seeded state advances once per batch: run these in a sequential map."""
         import tensorflow as tf
 
         if self.preset == "none":
             return images, labels
-        images = tf.cast(images, tf.float32)
-        seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)]), 8)
-        images = self._basic(images, seeds[0])
-        if self.preset == "strong":
-            images = tf.clip_by_value(self._layers["randaugment"](images, training=True), 0.0, 255.0)
-            images, labels = self._mix(images, labels, seeds[1])
-        elif self.preset == "robust":
-            images = self._corrupt(images, seeds[2:])
-        return tf.clip_by_value(images, 0.0, 255.0), labels
-
-    def _basic(self, images, seed):
-        import tensorflow as tf
-
-        images = _geometric(images, seed, shift=0.1, zoom=0.1)
         images = self._layers["brightness"](images, training=True)
         images = self._layers["contrast"](images, training=True)
-        return tf.clip_by_value(images, 0.0, 255.0)
+        if self.preset == "robust":
+            images = tf.cast(self._layers["blur"](tf.clip_by_value(images, 0.0, 255.0), training=True), tf.float32)
+        if self.preset == "strong":
+            images = self._layers["randaugment"](tf.clip_by_value(images, 0.0, 255.0), training=True)
+            images, labels = self._mix(tf.clip_by_value(images, 0.0, 255.0), labels, self._seeds(step)[1])
+        return tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0), labels
+
+    def _seeds(self, step):
+        import tensorflow as tf
+
+        return tf.random.experimental.stateless_split(tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)]), 8)
 
     def _mix(self, images, labels, seed):
         """With probability 1/2 apply MixUp or CutMix (1/4 each) to the batch; labels become soft."""
@@ -96,20 +111,21 @@ class Augmenter:
 
         return tf.case([(u < 0.25, apply("mixup")), (u < 0.5, apply("cutmix"))], default=lambda: (images, labels))
 
-    def _corrupt(self, images, seeds):
-        import tensorflow as tf
-
-        images = tf.clip_by_value(tf.cast(self._layers["blur"](images, training=True), tf.float32), 0.0, 255.0)
-        for fn, seed in zip((_jpeg, _brightness, _contrast, _saturation, _pixelate, _noise), tf.unstack(seeds)):
-            picked_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            mask = tf.random.stateless_uniform(tf.shape(images)[:1], seed=picked_seed) < CORRUPTION_P
-            images = tf.where(mask[:, None, None, None], fn(images, param_seed), images)
-        return images
-
 
 def make_augmenter(preset: str, seed: int = 0) -> Augmenter:
     """The augmenter for a preset name (`none`, `basic`, `strong`, `robust`)."""
     return Augmenter(preset, seed)
+
+
+def _corrupt(images, seeds):
+    """Each corruption family hits each image with probability CORRUPTION_P, at a random severity."""
+    import tensorflow as tf
+
+    for fn, seed in zip((_jpeg, _brightness, _contrast, _saturation, _pixelate, _noise), tf.unstack(seeds)):
+        picked_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        mask = tf.random.stateless_uniform(tf.shape(images)[:1], seed=picked_seed) < CORRUPTION_P
+        images = tf.clip_by_value(tf.where(mask[:, None, None, None], fn(images, param_seed), images), 0.0, 255.0)
+    return images
 
 
 def _per_image(images, seed, low, high):

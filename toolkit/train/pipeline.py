@@ -77,14 +77,17 @@ def train_dataset(images, labels, num_classes, *, input_size, resize, batch_size
         idx = tf.reshape(perm[: steps * batch], [steps, batch])
         return tf.data.Dataset.from_tensor_slices((idx, epoch * steps + tf.range(steps, dtype=tf.int64)))
 
-    def augment(x, y, step):
-        x, y = augmenter(x, y, step)
+    def prepare(idx, step):
+        return (*augmenter.stateless(*load(idx), step), step)
+
+    def finish(x, y, step):
+        x, y = augmenter.stateful(x, y, step)
         return x, y, tf.reduce_sum(y * cw, axis=-1)
 
     ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch_batches)
-    ds = ds.map(lambda idx, step: (*load(idx), step), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Sequential on purpose: the Keras augmentation layers advance seeded state once per batch.
-    ds = ds.map(augment)
+    ds = ds.map(finish)
     return _finish(ds)
 
 
