@@ -146,3 +146,25 @@ def test_contract_2023_passes_the_submission_path(tmp_path):
     outcome = run_submission(zip_path, profile, X)
     assert outcome.status == "ok", outcome.failure
     assert outcome.outputs["clean"].tolist() == [3, 3]
+
+
+def test_runtime_list_and_create_with_an_unreachable_registry(tmp_path, monkeypatch):
+    """`runtime list` shows every profile; `runtime create` says clearly when pip cannot reach the registry."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    monkeypatch.setenv("CBTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    listed = CliRunner().invoke(main, ["runtime", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {r["profile"]: r for r in json.loads(listed.output)["runtimes"]}
+    assert rows["local"]["status"] == "ready" and rows["an2dl-2024"]["status"] == "not created"
+    profiles = tmp_path / "p.toml"
+    profiles.write_text('[profiles.offline]\ncontract = 2024\npackages = ["cbtool-no-such-package==0.0.1"]\n')
+    for key, value in {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2",
+                       "PIP_NO_CACHE_DIR": "1", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}.items():
+        monkeypatch.setenv(key, value)
+    created = CliRunner().invoke(main, ["runtime", "create", "offline", "--profiles-file", str(profiles), "--json"])
+    assert created.exit_code == 1, created.output
+    message = json.loads(created.output)["error"]["message"]
+    assert "registry (http://127.0.0.1:9/simple) cannot be reached" in message and "cbtool runtime create offline" in message
