@@ -95,7 +95,7 @@ def test_an2dl_2023_runtime_keras2_loads_the_neutral_weights(tmp_path):
 
 
 def test_tta_onnx_and_fp16_in_the_local_runtime(tmp_path):
-    """flip/d4 average the softmax of numpy views; onnx runs through onnxruntime; fp16 halves the weights."""
+    """flip/d4 average the softmax of numpy views; onnx runs through onnxruntime, keras loads model.keras; fp16 halves the weights."""
     import tensorflow as tf  # noqa: F401 - the in-process reference
 
     from toolkit.arch import build_model, load_weights_npz
@@ -114,10 +114,11 @@ def test_tta_onnx_and_fp16_in_the_local_runtime(tmp_path):
         build_submission(export, tmp_path / f"{tta}.zip", local, BuildOptions(tta=tta, batch_size=3))
         zips[tta] = tmp_path / f"{tta}.zip"
     build_submission(export, tmp_path / "onnx.zip", local, BuildOptions(fmt="onnx"))
+    build_submission(export, tmp_path / "keras.zip", local, BuildOptions(fmt="keras"))
     fp16 = build_submission(export, tmp_path / "fp16.zip", local, BuildOptions(fp16=True))
     plain = build_submission(export, tmp_path / "fp32.zip", local)
     assert fp16["manifest"]["files"]["weights.npz"]["bytes"] < 0.6 * plain["manifest"]["files"]["weights.npz"]["bytes"]
-    for name, path in {**zips, "onnx": tmp_path / "onnx.zip", "fp16": tmp_path / "fp16.zip"}.items():
+    for name, path in {**zips, "onnx": tmp_path / "onnx.zip", "keras": tmp_path / "keras.zip", "fp16": tmp_path / "fp16.zip"}.items():
         outcome = run_submission(path, local, {"x": p["images"]})
         assert outcome.status == "ok", (name, outcome.failure)
         if name in views:

@@ -72,11 +72,19 @@ def _phase(phase, kind, fn, name=None):
         _fail("exit", phase, "the submission called sys.exit(%r) during %s%s" % (exc.code, phase, _about(name)))
         return None
     except BaseException as exc:  # noqa: BLE001 - everything the submission raises is a failure to report
-        _fail(kind, phase, "%s: %s%s" % (type(exc).__name__, exc, _about(name)), traceback.format_exc())
+        _fail(kind, phase, "%s: %s%s" % (type(exc).__name__, exc, _about(name)), _submission_traceback(exc))
         return None
     if phase in ("import", "load"):
         STATUS["timing"][phase + "_s"] = time.perf_counter() - started
     return result
+
+
+def _submission_traceback(exc):
+    """The traceback without this runner's own frames, so it reads as the grader's log would."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _about(name):

@@ -103,7 +103,8 @@ def run_submission(
         safe_extract(zip_path, submission)
         shutil.copy2(CHILD_SCRIPT, program / "_child.py")
         request = _write_request(root, profile, inputs, capture_input)
-        log(f"running {Path(zip_path).name} in {profile.name} ({python})")
+        blocked = "network blocked" if network_block_prefix() else "network NOT blocked (unshare -n unavailable)"
+        log(f"running {Path(zip_path).name} in {profile.name} ({python}; {blocked})")
         run = _run_child(python, root, request, time_limit, memory_limit)
         return _outcome(run, root, inputs, python, time_limit, memory_limit)
     finally:

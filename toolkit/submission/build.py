@@ -145,7 +145,8 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
     return {
         "cbtool_submission": 1,
         "profile": {"name": profile.name, "contract": int(profile.contract), "packages": list(profile.packages)},
-        "format": options.fmt, "tta": options.tta, "tta_views": TTA_VIEWS[options.tta], "fp16": bool(options.fp16),
+        "format": options.fmt, "tta": options.tta, "tta_views": TTA_VIEWS[options.tta],
+        "fp16": bool(options.fp16 or exported["export_manifest"].get("fp16")),
         "batch_size": int(options.batch_size),
         "model": {k: exported["spec"].get(k) for k in ("variant", "input_size", "num_classes", "depths", "dims")},
         "classes": exported["classes"],
