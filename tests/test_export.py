@@ -41,7 +41,10 @@ def test_convnext_tiny_exports_in_all_formats(tmp_path):
     for name, info in manifest["files"].items():
         assert info["sha256"] == sha256_file(out / name) and info["bytes"] == (out / name).stat().st_size
     assert manifest["versions"]["keras"].startswith("3.") and manifest["versions"]["tf2onnx"]
-    assert manifest["preprocessing"]["matches_run"] is True
+    assert manifest["preprocessing"]["matches_run"] is True and manifest["notes"] == []
+    from conftest import ROOT
+
+    assert manifest["arch"]["sha256"] == sha256_file(ROOT / "toolkit" / "arch.py")
     # a dynamic batch: onnxruntime runs 1 and 3 images through the same file
     import onnxruntime as ort
 
@@ -54,7 +57,8 @@ def test_convnext_tiny_exports_in_all_formats(tmp_path):
 
 def test_fp16_halves_weights_and_records_agreement(run_dir, tmp_path):
     full = export_run(run_dir, tmp_path / "fp32", ["portable"])
-    half = export_run(run_dir, tmp_path / "fp16", ["portable"], fp16=True)
+    half = export_run(run_dir, tmp_path / "fp16", ["portable", "keras"], fp16=True)
+    assert "model.keras and model.onnx stay float32" in half["notes"][0]
     with np.load(tmp_path / "fp16" / "weights.npz") as data:
         assert data["stage_0_block_0_pw1/0"].dtype == np.float16
     assert half["files"]["weights.npz"]["bytes"] < 0.6 * full["files"]["weights.npz"]["bytes"]

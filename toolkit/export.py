@@ -11,6 +11,7 @@ Formats (PLAN.md "Export dir"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -283,6 +284,12 @@ def _manifest(run: dict, run_dir: Path, out: Path, formats: list[str], fp16: boo
     recorded = run["preprocessing"].get("source_sha256")
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(out.iterdir()) if p.is_file()}
     spec = run["spec"]
+    notes = []
+    if fp16 and set(formats) & {"keras", "onnx"}:
+        notes.append("--fp16 applies to the portable weight files; model.keras and model.onnx stay float32")
+    if recorded != current:
+        notes.append("toolkit/preprocessing.py changed since training: its sha256 differs from the run's")
+    arch_source = Path(__file__).with_name("arch.py").read_bytes()
     return {
         "cbtool_export": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -294,6 +301,8 @@ def _manifest(run: dict, run_dir: Path, out: Path, formats: list[str], fp16: boo
         "versions": info,
         "preprocessing": {"sha256": current, "run_sha256": recorded, "matches_run": recorded == current,
                           **{k: v for k, v in run["preprocessing"].items() if k != "source_sha256"}},
+        "arch": {"source": "toolkit/arch.py", "sha256": hashlib.sha256(arch_source).hexdigest(), "arch_version": spec.get("arch_version", 1)},
         "parity": parity,
         "files": files,
+        "notes": notes,
     }

@@ -25,8 +25,7 @@ def _export(out: Output, run_dir, export_dir, formats, fp16) -> Result:
                          f"  (n={numbers['n']})")
     total = sum(f["bytes"] for f in manifest["files"].values())
     lines.append(f"  {len(manifest['files'])} files, {total / 2**20:.1f} MiB; manifest.json holds hashes and versions")
-    if not manifest["preprocessing"]["matches_run"]:
-        lines.append("  warning: toolkit/preprocessing.py changed since training (sha256 differs from the run's)")
+    lines.extend(f"  note: {note}" for note in manifest["notes"])
     return Result(data=manifest, human="\n".join(lines))
 
 
