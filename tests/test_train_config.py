@@ -20,7 +20,9 @@ def _toml(tmp_path, text, name="train.toml"):
 def test_defaults():
     cfg = resolve_config()
     assert cfg == TrainConfig(weights="imagenet")
-    assert resolve_config(overrides={"model": "convnext_test"}).weights == "none"  # no ImageNet weights for it
+    scratch = resolve_config(overrides={"model": "convnext_test"})
+    assert scratch.weights == "none" and scratch.lr2 == 2e-3  # no ImageNet weights: from scratch, at a higher rate
+    assert resolve_config(overrides={"model": "convnext_test", "lr2": 1e-3}).lr2 == 1e-3
     assert resolve_config(overrides={"model": "convnext_test", "weights": "w.weights.h5"}).weights == "w.weights.h5"
     assert (cfg.model, cfg.weights, cfg.augment, cfg.optimizer, cfg.class_weights) == (
         "convnext_tiny", "imagenet", "basic", "adamw", "balanced")

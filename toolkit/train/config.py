@@ -17,6 +17,9 @@ from toolkit.errors import ConfigError
 
 MODELS = ("convnext_test", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
 NO_PRETRAINED = ("convnext_test",)  # variants without ImageNet weights
+# Training from scratch wants a much higher rate than fine-tuning: on the demo data convnext_test reached 95.2% in
+# 10 epochs at lr2=1e-4 and 99.7% in 4 at 2e-3.
+SCRATCH_LR = 2e-3
 CHOICES = {
     "model": MODELS,
     "resize": ("bilinear", "nearest"),
@@ -42,7 +45,7 @@ class TrainConfig:
     unfreeze: int | str = "all"  # phase 2: "all", or the number of last stages to unfreeze
     batch_size: int = 32
     lr1: float = 1e-3
-    lr2: float = 1e-4
+    lr2: float = 1e-4  # fine-tuning; SCRATCH_LR when weights="none" and lr2 is not set
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
@@ -105,6 +108,8 @@ def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] 
     config = TrainConfig(**values)
     if config.weights == "auto":
         config.weights = "none" if config.model in NO_PRETRAINED else "imagenet"
+    if config.weights == "none" and "lr2" not in values:
+        config.lr2 = SCRATCH_LR
     if isinstance(epochs, int):
         config.epochs1, config.epochs2 = split_epochs(epochs, config.weights)
     elif epochs is not None:
