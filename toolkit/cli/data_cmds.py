@@ -1,0 +1,101 @@
+"""Data commands: `cbtool demo-data`, `cbtool inspect`, `cbtool clean`, `cbtool split`."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.cli import main
+from toolkit.cli._common import Output, Result, cbtool_command
+
+_PICKLE_HELP = "Allow object arrays in the npz (AN2DL 2023 string labels). Unpickling runs code: trust the file first."
+
+
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the npz.")
+@click.option("--n", "n", type=int, default=2400, show_default=True, help="Number of images, planted ones included.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed gives the same file.")
+@click.option("--truth", type=click.Path(dir_okay=False), help="Also write the ground truth of what was planted (JSON).")
+def _demo_data(out: Output, output, n, seed, truth) -> Result:
+    """Write synthetic 8-class 96x96 blood-cell images (AN2DL 2024 schema) with planted duplicates, conflicts and memes."""
+    from toolkit.data.demo import make_demo
+    from toolkit.data.io import save_dataset
+    from toolkit.errors import ConfigError
+    from toolkit.fsutil import write_json
+
+    try:
+        ds, planted = make_demo(n=n, seed=seed)
+    except ValueError as exc:
+        raise ConfigError(f"--n: {exc}") from exc
+    save_dataset(ds, output, schema="an2dl2024")
+    if truth:
+        write_json(truth, planted)
+    counts = {kind: sum(len(g) - (0 if kind in ("meme", "conflict") else 1) for g in gs) for kind, gs in planted["groups"].items()}
+    data = {"path": str(output), "n": len(ds), "seed": seed, "planted": counts, "truth": truth}
+    return Result(data=data, human=f"wrote {output}: {len(ds)} images (planted: {counts})")
+
+
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
+def _inspect(out: Output, data, allow_pickle) -> Result:
+    """Show shape, dtype, value range, class counts and the exact-duplicate count of a training npz."""
+    from toolkit.data.io import load_dataset
+    from toolkit.data.report import describe
+
+    info = describe(load_dataset(data, allow_pickle=allow_pickle))
+    width = max(len(name) for name in info["class_counts"])
+    lines = [f"{info['path']} ({info['schema']} schema)", f"images      {tuple(info['shape'])} {info['dtype']}, values {info['value_range'][0]}-{info['value_range'][1]}",
+             f"duplicates  {info['exact_duplicates']} exact copies in {info['exact_duplicate_groups']} groups", "classes"]
+    lines += [f"  {i:>2} {name:<{width}} {count:>7}" for i, (name, count) in enumerate(info["class_counts"].items())]
+    return Result(data=info, human="\n".join(lines))
+
+
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Cleaned npz (same schema as DATA). Required unless --dry-run.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Directory for report.json and PNG contact sheets.")
+@click.option("--dry-run", is_flag=True, help="Decide and report, but write no cleaned npz.")
+@click.option("--conflicts", type=click.Choice(["drop", "keep-majority"]), default="drop", show_default=True, help="A duplicate group with different labels: drop all of it, or keep one copy with the majority label.")
+@click.option("--threshold", type=int, help="Hamming threshold for both pHash and dHash candidates (default 8).")
+@click.option("--pixel-threshold", type=float, help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
+@click.option("--drop-outliers", type=int, default=0, show_default=True, help="Also drop the N images most unlike their class.")
+@click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
+def _clean(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, drop_outliers, allow_pickle) -> Result:
+    """Remove exact and near duplicates, conflicting labels and out-of-context clusters; report what and why."""
+    from toolkit.data.clean import CleanConfig
+    from toolkit.data.report import clean_file
+    from toolkit.errors import ConfigError
+
+    if output is None and not dry_run:
+        raise ConfigError("clean needs -o/--output for the cleaned npz (or --dry-run to only report)")
+    config = CleanConfig(conflicts=conflicts, drop_outliers=drop_outliers,
+                         **({"phash_threshold": threshold, "dhash_threshold": threshold} if threshold is not None else {}),
+                         **({"pixel_threshold": pixel_threshold} if pixel_threshold is not None else {}))
+    report, extra = clean_file(data, output, report_dir, config, allow_pickle=allow_pickle, dry_run=dry_run)
+    payload = {**report.to_dict(), "output": None if dry_run else str(output), "report_dir": report_dir, "dry_run": dry_run}
+    payload["removed"] = [{"index": r["index"], "reason": r["reason"], "group": r["group"], **{k: v for k, v in r.items() if k not in ("index", "reason", "group")}} for r in payload["removed"]]
+    reasons = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
+    human = f"kept {len(report.kept)} of {report.n_input}; removed {len(report.removed)} ({reasons or 'nothing'})"
+    human += "\n" + ("dry run: nothing written" if dry_run else f"wrote {output}") + (f"; report in {report_dir}" if report_dir else "")
+    return Result(data=payload, human=human)
+
+
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--val", type=float, default=0.1, show_default=True, help="Validation fraction (per class).")
+@click.option("--test", type=float, default=0.0, show_default=True, help="Test fraction (per class); 0 writes no test.npz.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for train.npz, val.npz (and test.npz).")
+@click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
+def _split(out: Output, data, val, test, seed, out_dir, allow_pickle) -> Result:
+    """Split stratified by class; near-duplicate groups never straddle train/val/test."""
+    from toolkit.data.io import load_dataset
+    from toolkit.data.split import split_dataset
+
+    ds = load_dataset(data, allow_pickle=allow_pickle)
+    result = split_dataset(ds, out_dir, val=val, test=test, seed=seed)
+    data_out = {**result.to_dict(ds), "seed": seed}
+    human = "; ".join(f"{name} {s['n']} -> {s['path']}" for name, s in data_out["splits"].items())
+    return Result(data=data_out, human=human + f"\n{result.groups_kept_together} duplicate groups kept within one split")
+
+
+demo_data_command = cbtool_command(main, "demo-data", help=_demo_data.__doc__)(_demo_data)
+inspect_command = cbtool_command(main, "inspect", help=_inspect.__doc__)(_inspect)
+clean_command = cbtool_command(main, "clean", help=_clean.__doc__)(_clean)
+split_command = cbtool_command(main, "split", help=_split.__doc__)(_split)
