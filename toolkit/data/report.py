@@ -22,12 +22,13 @@ def write_report(report: CleanReport, ds: Dataset, out_dir: str | Path) -> dict[
     payload["source"] = str(ds.source) if ds.source is not None else None
     payload["class_names"] = list(ds.class_names)
     written = {}
+    kept = {g.id: g.kept for g in report.groups if g.kept is not None}
     for reason in REASONS:
         rows = [r for r in report.removed if r.reason == reason]
         if rows:
             # group members sit side by side so a person sees what was matched with what
             rows.sort(key=lambda r: (r.group if r.group is not None else -1, r.index))
-            tiles = [(r.index, f"{r.index} {ds.class_names[r.label][:6]} g{r.group}") for r in rows[:SHEET_MAX]]
+            tiles = _tiles(rows, kept, ds)
             written[reason] = str(contact_sheet(ds.images, tiles, out_dir / f"sheet_{reason}.png", f"{reason}: {len(rows)} removed"))
     if report.outliers:
         tiles = [(o["index"], f"{o['index']} {o['score']:.1f}") for o in report.outliers[:SHEET_MAX]]
@@ -36,6 +37,17 @@ def write_report(report: CleanReport, ds: Dataset, out_dir: str | Path) -> dict[
     write_json(out_dir / "report.json", payload)
     written["report"] = str(out_dir / "report.json")
     return written
+
+
+def _tiles(rows, kept: dict, ds: Dataset) -> list[tuple[int, str]]:
+    """Captioned tiles; the copy that was kept is shown first in its group, so each removal can be compared."""
+    tiles, shown = [], set()
+    for r in rows:
+        if r.group in kept and r.group not in shown:
+            shown.add(r.group)
+            tiles.append((kept[r.group], f"KEPT {kept[r.group]} g{r.group}"))
+        tiles.append((r.index, f"{r.index} {ds.class_names[r.label][:6]} g{r.group}"))
+    return tiles[:SHEET_MAX]
 
 
 def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str]], path: Path, title: str) -> Path:
