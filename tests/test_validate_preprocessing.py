@@ -112,3 +112,15 @@ def test_cli_mismatch_exits_3(built):
     result = CliRunner().invoke(main, ["validate-preprocessing", str(zip_path), "--run", str(run), "--profile", "local"])
     assert result.exit_code == 3
     assert "MISMATCH" in result.output and "first difference at" in result.output and "extra /255" in result.output
+
+
+def test_capture_inside_a_tf_function(built):
+    """A forward pass compiled with tf.function hands the first layer graph tensors: still captured, still identical."""
+    run, export, base = built
+    step = patch_model_py(base / "local.zip", base / "fn1.zip", "        load_weights_npz(self.net, os.path.join(base, WEIGHTS_FILE))\n",
+                          "        load_weights_npz(self.net, os.path.join(base, WEIGHTS_FILE))\n"
+                          "        self._fn = tf.function(lambda v: self.net(v, training=False))\n")
+    zip_path = patch_model_py(step, base / "fn2.zip", "y = self.net(x, training=False)", "y = self._fn(x)")
+    report = validate_preprocessing(zip_path, run, local_profile())
+    assert report["ok"], report["diagnoses"]
+    assert [len(i["found_shape"]) for i in report["inputs"]] == [4] * 5

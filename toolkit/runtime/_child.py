@@ -178,13 +178,23 @@ class _Capture:
         self.files.setdefault(key, [])
 
     def record(self, value):
+        """Save one tensor; inside a traced tf.function, add a py_function that saves it at every execution."""
+        try:
+            if _is_symbolic(value):
+                import tensorflow as tf
+
+                tf.py_function(func=self._save, inp=[value], Tout=[])
+            else:
+                self._save(value)
+        except Exception as exc:  # noqa: BLE001 - capturing must never break the submission's own path
+            STATUS.setdefault("capture_errors", []).append("%s: %s" % (type(exc).__name__, exc))
+
+    def _save(self, value):
         import numpy as np
 
-        if hasattr(value, "numpy"):
-            value = value.numpy()
-        arr = np.asarray(value)
         if self.current is None:
             return
+        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
         calls = self.files[self.current]
         path = os.path.join(self.output_dir, "cap_%s_%04d.npy" % (self.current, len(calls)))
         np.save(path, arr, allow_pickle=False)
@@ -233,6 +243,18 @@ class _Capture:
 
         session.run = run
         return "onnxruntime session input"
+
+
+def _is_symbolic(value):
+    """A graph tensor (inside tf.function tracing): it has no value yet."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not tf.is_tensor(value):
+        return False
+    try:
+        value.numpy()
+        return False
+    except Exception:  # noqa: BLE001 - symbolic tensors raise on .numpy()
+        return True
 
 
 def _candidates(instance, module):
