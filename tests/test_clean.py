@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from toolkit.data.clean import CleanConfig, find_problems, outlier_scores
+from toolkit.data.clean import CleanConfig, colour_thumbnails, find_problems, outlier_scores
 from toolkit.data.demo import make_demo
 from toolkit.errors import ConfigError
 
@@ -75,7 +75,7 @@ def test_keep_majority_keeps_one_copy_with_the_majority_label(demo):
 
 def test_memes_rank_as_unlike_the_rest_and_drop_outliers(demo):
     ds, truth = demo
-    scores = outlier_scores(ds.images, ds.labels)
+    scores = outlier_scores(colour_thumbnails(ds.images), ds.labels)
     memes = [m for group in truth["groups"]["meme"] for m in group]
     assert np.median(scores[memes]) > np.percentile(scores[truth["genuine"]], 99)
     sub = ds.subset(np.array(truth["genuine"][:300] + memes[:1]))

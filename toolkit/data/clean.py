@@ -119,6 +119,7 @@ class Links:
     phash: np.ndarray
     dhash: np.ndarray
     thumbs: np.ndarray
+    colour: np.ndarray
     candidates: dict
 
 
@@ -139,15 +140,15 @@ def find_links(images: np.ndarray, config: CleanConfig | None = None, timings: d
     i, j = reps[i], reps[j]
     timings["search"] = time.perf_counter() - t
     t = time.perf_counter()
-    thumbs = grey_thumbnails(images)
-    pix = pixel_distance(thumbs, i, j)
-    ok = pix <= config.pixel_threshold
+    colour = colour_thumbnails(images)
+    thumbs = grey_thumbnails(colour)
+    _, ok = confirm_pairs(thumbs, i, j, config.pixel_threshold)
     edges_i = np.concatenate([np.arange(n), i[ok]])
     edges_j = np.concatenate([exact, j[ok]])
     component = hashing.connected_components(n, edges_i, edges_j)
     timings["confirm"] = time.perf_counter() - t
     candidates = {"hash_candidates": int(len(i)), "confirmed": int(ok.sum()), "rejected_by_pixels": int((~ok).sum())}
-    return Links(component, exact, ph, dh, thumbs, candidates)
+    return Links(component, exact, ph, dh, thumbs, colour, candidates)
 
 
 def _candidate_pairs(ph: np.ndarray, dh: np.ndarray, config: CleanConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -158,33 +159,55 @@ def _candidate_pairs(ph: np.ndarray, dh: np.ndarray, config: CleanConfig) -> tup
     return codes // n, codes % n
 
 
-def grey_thumbnails(images: np.ndarray, size: int = THUMB) -> np.ndarray:
-    """Mean-centred grey thumbnails (float32, N x size x size): brightness shifts cancel, JPEG noise averages out."""
+def colour_thumbnails(images: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """Block-mean RGB thumbnails (float32, N x size x size x 3); PIL bilinear when the size does not divide."""
     n, h, w, _ = images.shape
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
-    out = np.empty((n, size, size), np.float32)
-    for s in range(0, n, 2048):
-        block = images[s : s + 2048]
-        if h % size == 0 and w % size == 0:
-            grey = block.astype(np.float32) @ weights
-            out[s : s + len(block)] = grey.reshape(len(block), size, h // size, size, w // size).mean(axis=(2, 4))
-        else:
-            from PIL import Image
+    out = np.empty((n, size, size, 3), np.float32)
+    if h % size or w % size:
+        from PIL import Image
 
-            for k, img in enumerate(block):
-                small = Image.fromarray(img).convert("L").resize((size, size), Image.BILINEAR)
-                out[s + k] = np.asarray(small, np.float32)
-    out -= out.mean(axis=(1, 2), keepdims=True)
+        for k, img in enumerate(images):
+            out[k] = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), np.float32)
+        return out
+    fy, fx = h // size, w // size
+    for s in range(0, n, 512):  # strided uint16 sums: much faster than a float reshape-mean over split axes
+        block = images[s : s + 512]
+        rows = block[:, 0::fy].astype(np.uint16)
+        for k in range(1, fy):
+            rows += block[:, k::fy]
+        cols = rows[:, :, 0::fx].copy()
+        for k in range(1, fx):
+            cols += rows[:, :, k::fx]
+        out[s : s + len(block)] = cols
+    out *= np.float32(1.0 / (fy * fx))
     return out
 
 
-def pixel_distance(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def grey_thumbnails(colour: np.ndarray) -> np.ndarray:
+    """Mean-centred grey thumbnails from colour ones: brightness shifts cancel, JPEG noise averages out."""
+    grey = colour @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey -= grey.mean(axis=(1, 2), keepdims=True)
+    return grey
+
+
+def pixel_distance(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Mean absolute difference (0-255 grey levels) between the thumbnails of each pair."""
     out = np.empty(len(i), np.float32)
     for s in range(0, len(i), chunk):
         a, b = thumbs[i[s : s + chunk]], thumbs[j[s : s + chunk]]
         out[s : s + chunk] = np.abs(a - b).mean(axis=(1, 2))
     return out
+
+
+def confirm_pairs(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel distance of each pair and whether it is <= threshold. A 4x4-pooled distance, a lower bound of the
+    full one (|mean of differences| <= mean of |differences|), rejects most hash collisions at 1/16 of the cost."""
+    size = thumbs.shape[1]
+    pooled = thumbs.reshape(len(thumbs), size // 4, 4, size // 4, 4).mean(axis=(2, 4))
+    dist = pixel_distance(pooled, i, j)
+    maybe = np.flatnonzero(dist <= threshold)
+    dist[maybe] = pixel_distance(thumbs, i[maybe], j[maybe])
+    return dist, dist <= threshold
 
 
 def find_problems(ds: Dataset, config: CleanConfig | None = None, timings: dict | None = None) -> CleanReport:
@@ -198,7 +221,7 @@ def find_problems(ds: Dataset, config: CleanConfig | None = None, timings: dict 
         group, dropped = _judge(members, ds.labels, links, config)
         groups.append(group)
         removed.extend(dropped)
-    scores = outlier_scores(ds.images, ds.labels)
+    scores = outlier_scores(links.colour, ds.labels)
     removed_set = {r.index for r in removed}
     ranking = [int(k) for k in np.argsort(-scores, kind="stable")]
     candidates = [k for k in ranking if k not in removed_set]
@@ -258,10 +281,11 @@ def _removal(m: int, reason: str, gid: int, label: int, ref: int, links: Links) 
     return Removal(m, reason, gid, label, p, d, round(pix, 3))
 
 
-def outlier_scores(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """How unlike its class each image is: robust z-distance of colour features from the class medians."""
-    feats = _colour_features(images)
-    scores = np.zeros(len(images), np.float32)
+def outlier_scores(colour: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How unlike its class each image is: robust z-distance of colour features (from `colour_thumbnails`) to the
+    class medians, scaled by the class MAD."""
+    feats = _colour_features(colour)
+    scores = np.zeros(len(colour), np.float32)
     for c in np.unique(labels):
         rows = labels == c
         med = np.median(feats[rows], axis=0)
@@ -271,17 +295,10 @@ def outlier_scores(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _colour_features(images: np.ndarray) -> np.ndarray:
-    """A 64-bin joint colour histogram (every 2nd pixel) plus channel means and standard deviations."""
-    out = np.empty((len(images), 70), np.float32)
-    for s in range(0, len(images), 2048):
-        block = images[s : s + 2048, ::2, ::2]
-        px = block.reshape(len(block), -1, 3)
-        q = (px[..., 0] >> 6).astype(np.int64) * 16 + (px[..., 1] >> 6) * 4 + (px[..., 2] >> 6)
-        n = len(px)
-        hist = np.bincount((q + 64 * np.arange(n)[:, None]).ravel(), minlength=64 * n).reshape(n, 64)
-        out[s : s + n, :64] = hist / px.shape[1]
-        f = px.astype(np.float32)
-        out[s : s + n, 64:67] = f.mean(axis=1) / 255
-        out[s : s + n, 67:70] = f.std(axis=1) / 255
-    return out
+def _colour_features(colour: np.ndarray) -> np.ndarray:
+    """A 64-bin joint colour histogram of every 2nd thumbnail pixel plus channel means and standard deviations."""
+    px = np.ascontiguousarray(colour[:, ::2, ::2]).reshape(len(colour), -1, 3)
+    q = np.minimum(px, 255).astype(np.int32) >> 6
+    codes = q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2] + 64 * np.arange(len(px), dtype=np.int32)[:, None]
+    hist = np.bincount(codes.ravel(), minlength=64 * len(px)).reshape(len(px), 64) / px.shape[1]
+    return np.concatenate([hist, px.mean(axis=1) / 255, px.std(axis=1) / 255], axis=1).astype(np.float32)
