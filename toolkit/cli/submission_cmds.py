@@ -11,6 +11,8 @@ from toolkit.cli._common import Output, Result, cbtool_command
 
 _PROFILE = click.option("--profile", "profile_name", default="an2dl-2024", show_default=True,
                         help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file.")
+_ZIP_PROFILE = click.option("--profile", "profile_name", default=None,
+                            help="Runtime profile (default: the one recorded in the zip's manifest.json, else an2dl-2024).")
 _PROFILES_FILE = click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                               help="TOML file with user-defined profiles.")
 
@@ -44,14 +46,13 @@ def build_command(out: Output, source, output, profile_name, profiles_file, fmt,
 
 @cbtool_command(main, "check", help="Static contract checks of a submission zip (layout, class/method signatures, imports, .keras version, size); no TensorFlow. Exit 1 on any problem.")
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_PROFILE
+@_ZIP_PROFILE
 @_PROFILES_FILE
 def check_command(out: Output, submission, profile_name, profiles_file) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
-    from toolkit.runtime.profiles import get_profile
     from toolkit.submission.check import check_submission, render
 
-    report = check_submission(submission, get_profile(profile_name, profiles_file))
+    report = check_submission(submission, _zip_profile(submission, profile_name, profiles_file))
     return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_ERROR)
 
 
@@ -65,14 +66,26 @@ def check_command(out: Output, submission, profile_name, profiles_file) -> Resul
               help="The training run (or export) dir: preprocessing.json and probe.npz.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="An npz whose first images are used as probes instead of the run's probe.npz.")
-@_PROFILE
+@_ZIP_PROFILE
 @_PROFILES_FILE
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=16, show_default=True, help="Probe images taken from --data / probe.npz.")
 def validate_command(out: Output, submission, run_dir, data, profile_name, profiles_file, n_images) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
-    from toolkit.runtime.profiles import get_profile
     from toolkit.submission.validate import render, validate_preprocessing
 
-    report = validate_preprocessing(submission, run_dir, get_profile(profile_name, profiles_file), data=data,
+    report = validate_preprocessing(submission, run_dir, _zip_profile(submission, profile_name, profiles_file), data=data,
                                     n_images=n_images, log=out.info)
     return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_SUBMISSION_FAILED)
+
+
+def _zip_profile(zip_path: Path, name: str | None, profiles_file):
+    """--profile, else the profile recorded in the zip's manifest.json by build-submission, else an2dl-2024."""
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.submission.build import read_manifest
+
+    if name is None:
+        try:
+            name = (read_manifest(zip_path).get("profile") or {}).get("name")
+        except Exception:  # noqa: BLE001 - an unreadable zip is reported by the command itself
+            name = None
+    return get_profile(name or "an2dl-2024", profiles_file)
