@@ -215,3 +215,28 @@ def test_memory_sizes_parse_to_megabytes(text, mb):
     from toolkit.runtime.simulate import parse_memory
 
     assert parse_memory(text) == mb
+
+
+@pytest.mark.parametrize(
+    ("message", "hinted"),
+    [
+        ("FileNotFoundError: [Errno 2] No such file or directory: 'weights.keras'", True),
+        ("ValueError: File not found: filepath=weights.keras. Please ensure the file is an accessible `.keras` zip file.", True),
+        ("FileNotFoundError: [Errno 2] Unable to synchronously open file (unable to open file: name = './weights.keras', errno = 2)", True),
+        ("OSError: SavedModel file does not exist at: saved_model/{saved_model.pbtxt|saved_model.pb}", True),
+        ("FileNotFoundError: [Errno 2] No such file or directory: '/opt/elsewhere/weights.keras'", False),
+        ("FileNotFoundError: [Errno 2] No such file or directory: 'other.h5'", False),
+        ("ValueError: weights.keras has the wrong shape", False),
+    ],
+)
+def test_relative_path_hint_reads_numpy_keras_h5py_and_tf_messages(tmp_path, message, hinted):
+    from toolkit.runtime.simulate import _relative_path_hint
+
+    zip_path = tmp_path / "s.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name in ("model.py", "weights.keras", "saved_model/saved_model.pb"):
+            zf.writestr(name, "x")
+    hint = _relative_path_hint({"kind": "load_error", "message": message}, zip_path)
+    assert (hint is not None) == hinted, hint
+    if hinted:
+        assert "os.path.dirname(os.path.abspath(__file__))" in hint

@@ -255,22 +255,27 @@ def _fail(result: dict, failure: dict, zip_path: Path) -> dict:
     return result
 
 
-_MISSING = re.compile(r"(?:No such file or directory|not found|does not exist|FileNotFoundError)[^\n]*?['\"]([^'\"\n]+)['\"]")
-_MISSING_AFTER = re.compile(r"['\"]([^'\"\n/\\]+)['\"][^\n]*?(?:No such file|not found|does not exist)")
+# How "file not found" reads in open()/np.load, Keras (`File not found: filepath=...`), h5py (`unable to open file`,
+# `errno = 2`) and TensorFlow (`SavedModel file does not exist at: ...`, NotFoundError).
+_NOT_FOUND = ("no such file or directory", "file not found", "does not exist", "unable to open", "errno = 2", "notfounderror",
+              "filenotfounderror")  # fmt: skip
+_NOT_SUBMISSION_FILES = {"model.py", "manifest.json", "metadata"}
 
 
 def _relative_path_hint(failure: dict, zip_path: Path) -> str | None:
     """When model.py opened a file of its own submission by a bare relative name, say why it fails and the fix."""
     if failure.get("kind") not in ("import_error", "load_error", "predict_error"):
         return None
-    text = f"{failure.get('message', '')}\n{failure.get('stderr_tail', '')}"
-    names = {m.group(1) for m in _MISSING.finditer(text)} | {m.group(1) for m in _MISSING_AFTER.finditer(text)}
+    text = str(failure.get("message", ""))  # the exception itself, not the traceback's source lines
+    if not any(marker in text.lower() for marker in _NOT_FOUND):
+        return None
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            members = set(zf.namelist())
+            members = {n.split("/")[0] for n in zf.namelist()} - _NOT_SUBMISSION_FILES
     except (OSError, zipfile.BadZipFile):
         return None
-    bare = sorted(n for n in names if not n.startswith(("/", "\\")) and n.lstrip("./") in members)
+    # a bare or ./-relative mention; an absolute path (preceded by '/') was resolved and is another problem
+    bare = sorted(m for m in members if re.search(rf"(?<![\w/\\.-])(?:\./)?{re.escape(m)}(?![\w-]|\.\w)", text))
     if not bare:
         return None
     name = bare[0]
