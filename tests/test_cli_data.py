@@ -116,3 +116,21 @@ def test_entry_point_end_to_end(demo, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n_kept"] + len(json.loads(proc.stdout)["removed"]) == 900
+
+
+def test_clean_and_split_keep_the_2023_schema(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (40, 96, 96, 3)).astype(np.float32)
+    data[30:] = data[0]  # ten copies of one image under both labels: an out-of-context cluster
+    labels = np.array(["healthy", "unhealthy"] * 20, dtype=object)
+    np.savez(tmp_path / "public_data.npz", data=data, labels=labels)
+    payload = json.loads(_run("clean", str(tmp_path / "public_data.npz"), "-o", str(tmp_path / "c.npz"), "--allow-pickle", "--json").output)
+    assert sorted(r["index"] for r in payload["removed"]) == [0] + list(range(30, 40))
+    assert {r["reason"] for r in payload["removed"]} == {"outlier_cluster"}
+    with np.load(tmp_path / "c.npz", allow_pickle=True) as out:
+        assert out["data"].dtype == np.float32 and out["data"].shape == (29, 96, 96, 3)
+        assert set(out["labels"].tolist()) == {"healthy", "unhealthy"}
+    result = _run("split", str(tmp_path / "c.npz"), "--allow-pickle", "--val", "0.3", "-o", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "s" / "val.npz", allow_pickle=True) as val:
+        assert "data" in val.files and val["labels"].dtype.kind in "UO"
