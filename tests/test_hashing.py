@@ -85,3 +85,12 @@ def test_connected_components_chains_and_order():
 def test_rejects_out_of_range_threshold():
     with pytest.raises(ValueError):
         hashing.hamming_pairs(np.zeros(3, np.uint64), 64)
+
+
+@pytest.mark.parametrize("count,radius", [(9, 0), (5, 1), (4, 2), (3, 2)])
+def test_every_search_plan_equals_brute_force(monkeypatch, count, radius):
+    # the cost model picks a plan by size; each plan must give exactly the brute-force pairs (also in small chunks)
+    monkeypatch.setattr(hashing, "_plan", lambda n, t: (count, radius))
+    h = _random_hashes(1200, 7)
+    for a, b in zip(hashing.hamming_pairs(h, 8, chunk=500), hashing.hamming_pairs_bruteforce(h, 8)):
+        assert np.array_equal(a, b)

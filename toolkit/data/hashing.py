@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from itertools import combinations
+from math import comb
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -99,37 +101,94 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 1 << 20) -
     hashes = np.asarray(hashes, dtype=np.uint64)
     if not 0 <= max_distance < 64:
         raise ValueError(f"max_distance must be 0-63, got {max_distance}")
-    found_i, found_j, found_d = [], [], []
-    for block, (shift, width) in enumerate(_blocks(max_distance + 1)):
-        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys, sorted_hashes = keys[order], hashes[order]
-        # rem[p] = how many later sorted positions share p's key; offset k pairs p with p+k while rem[p] >= k,
-        # so the total work is the number of same-key pairs, not N per offset
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        rem = np.repeat(ends, ends - starts) - np.arange(len(order)) - 1
-        active = np.flatnonzero(rem >= 1)
-        offset = 1
-        while active.size:
-            for s in range(0, active.size, chunk):
-                p = active[s : s + chunk]
-                d = popcount(sorted_hashes[p] ^ sorted_hashes[p + offset])
-                close = np.flatnonzero(d <= max_distance)
-                p, d = p[close], d[close]
-                a, b = order[p], order[p + offset]
-                keep = _first_block(hashes[a], hashes[b], block, max_distance + 1)
-                found_i.append(np.minimum(a, b)[keep])
-                found_j.append(np.maximum(a, b)[keep])
-                found_d.append(d[keep].astype(np.int64))
-            offset += 1
-            active = active[rem[active] >= offset]
-    if not found_i:
+    count, radius = _plan(len(hashes), max_distance)
+    blocks = _blocks(count)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for block in range(count):
+        if radius == 0:
+            pairs = _same_key_pairs(hashes, blocks[block], max_distance, chunk)
+        else:
+            pairs = _probe_pairs(hashes, blocks[block], radius, max_distance, chunk)
+        for a, b, d in pairs:
+            keep = _first_block(hashes[a], hashes[b], block, blocks, radius)
+            found.append((np.minimum(a, b)[keep], np.maximum(a, b)[keep], d[keep].astype(np.int64)))
+    if not found:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, empty
-    i, j, d = (np.concatenate(x).astype(np.int64) for x in (found_i, found_j, found_d))
+    i, j, d = (np.concatenate(x).astype(np.int64) for x in zip(*found))
     order = np.lexsort((j, i))
     return i[order], j[order], d[order]
+
+
+def _plan(n: int, t: int) -> tuple[int, int]:
+    """Blocks and per-block radius: two hashes within t bits are within t // count bits on some block (pigeonhole).
+    Radius 0 compares hashes sharing a block value; radius r > 0 probes every value within r bits of each key
+    in a table of 2^width buckets. Pick the cheapest by a cost model: probes x (N + expected bucket hits)."""
+    best = (float("inf"), t + 1, 0)
+    for count in range(1, t + 2):
+        radius = t // count
+        if radius and 64 // count > 22:  # bucket table of 2^width entries: keep it small
+            continue
+        cost = 0.0
+        for _, width in _blocks(count):
+            probes = sum(comb(width, k) for k in range(radius + 1))
+            cost += (probes * (n + n * n / 2**width)) if radius else n * n / 2**width / 2 + n
+        best = min(best, (cost, count, radius))
+    return best[1], best[2]
+
+
+def _same_key_pairs(hashes, block, max_distance, chunk):
+    """Pairs sharing the block's key, compared offset by offset in key order: work ~ the number of same-key pairs."""
+    shift, width = block
+    keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys, sorted_hashes = keys[order], hashes[order]
+    # rem[p] = how many later sorted positions share p's key; offset k pairs p with p+k while rem[p] >= k
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    rem = np.repeat(ends, ends - starts) - np.arange(len(order)) - 1
+    active = np.flatnonzero(rem >= 1)
+    offset = 1
+    while active.size:
+        for s in range(0, active.size, chunk):
+            p = active[s : s + chunk]
+            d = popcount(sorted_hashes[p] ^ sorted_hashes[p + offset])
+            close = np.flatnonzero(d <= max_distance)
+            yield order[p[close]], order[p[close] + offset], d[close]
+        offset += 1
+        active = active[rem[active] >= offset]
+
+
+def _probe_pairs(hashes, block, radius, max_distance, chunk):
+    """Pairs whose block keys lie within `radius` bits: each key probes every key at that distance in a bucket table."""
+    shift, width = block
+    keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    counts = np.bincount(keys, minlength=1 << width)
+    starts = np.cumsum(counts) - counts
+    n = len(hashes)
+    for mask in _masks(width, radius):
+        probe = keys ^ mask
+        hits = counts[probe]
+        ends = np.cumsum(hits)
+        # sources in slices whose expansion stays under `chunk` candidate pairs (memory O(chunk), not O(N^2))
+        lo = 0
+        while lo < n:
+            base = ends[lo - 1] if lo else 0
+            hi = max(lo + 1, int(np.searchsorted(ends, base + chunk, side="right")))
+            src = np.repeat(np.arange(lo, hi), hits[lo:hi])
+            within = np.arange(len(src)) - np.repeat(ends[lo:hi] - hits[lo:hi] - base, hits[lo:hi])
+            dst = order[np.repeat(starts[probe[lo:hi]], hits[lo:hi]) + within]
+            lo = hi
+            keep = src < dst
+            src, dst = src[keep], dst[keep]
+            d = popcount(hashes[src] ^ hashes[dst])
+            close = np.flatnonzero(d <= max_distance)
+            yield src[close], dst[close], d[close]
+
+
+def _masks(width: int, radius: int) -> list[int]:
+    return [sum(1 << b for b in bits) for k in range(radius + 1) for bits in combinations(range(width), k)]
 
 
 def _blocks(count: int) -> list[tuple[int, int]]:
@@ -139,12 +198,12 @@ def _blocks(count: int) -> list[tuple[int, int]]:
     return list(zip(shifts, widths))
 
 
-def _first_block(a: np.ndarray, b: np.ndarray, block: int, count: int) -> np.ndarray:
-    """True where `block` is the first block on which a and b agree (so each pair is reported once)."""
+def _first_block(a: np.ndarray, b: np.ndarray, block: int, blocks: list, radius: int) -> np.ndarray:
+    """True where `block` is the first block on which a and b are within `radius` bits (each pair reported once)."""
     first = np.ones(a.shape, dtype=bool)
-    for shift, width in _blocks(count)[:block]:
+    for shift, width in blocks[:block]:
         mask = np.uint64((1 << width) - 1)
-        first &= ((a >> np.uint64(shift)) & mask) != ((b >> np.uint64(shift)) & mask)
+        first &= popcount(((a ^ b) >> np.uint64(shift)) & mask) > radius
     return first
 
 
