@@ -154,3 +154,17 @@ def test_notop_hashes_are_keras_own():
     from keras.src.applications.convnext import WEIGHTS_HASHES
 
     assert NOTOP_SHA256 == {name: hashes[1] for name, hashes in WEIGHTS_HASHES.items() if name in NOTOP_SHA256}
+
+
+def test_registry_matches_arch_table():
+    from toolkit import arch
+    from toolkit.train.models import VARIANTS
+
+    assert {k: (v["depths"], v["dims"]) for k, v in VARIANTS.items()} == {k: (v["depths"], v["dims"]) for k, v in arch.VARIANTS.items()}
+    spec = model_spec("convnext_small", 2, ["x", "y"], input_size=128, dropout=0.3)
+    assert spec == {"arch_version": 1, "variant": "convnext_small", "depths": [3, 3, 27, 3], "dims": [96, 192, 384, 768],
+                    "input_size": 128, "num_classes": 2, "dropout": 0.3, "class_names": ["x", "y"]}
+    with pytest.raises(ConfigError, match="unknown variant 'convnext_huge'"):
+        model_spec("convnext_huge", 2, ["x", "y"])
+    with pytest.raises(ConfigError, match="2 class names for 3 classes"):
+        model_spec("convnext_test", 3, ["x", "y"])

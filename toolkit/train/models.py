@@ -36,6 +36,7 @@ WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/conv
 
 
 def list_variants() -> list[str]:
+    """Registered variant names, smallest (convnext_test) first."""
     return list(VARIANTS)
 
 
