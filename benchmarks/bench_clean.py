@@ -24,6 +24,11 @@ from toolkit.data.io import save_dataset  # noqa: E402
 from toolkit.data.report import clean_file  # noqa: E402
 
 
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=13759)
@@ -33,13 +38,18 @@ def main() -> None:
     print(f"generated {len(ds)} images in {time.perf_counter() - t:.1f} s (not part of the timing)")
     with tempfile.TemporaryDirectory() as tmp:
         src = save_dataset(ds, Path(tmp) / "train.npz")
+        load_before = os.getloadavg()[0]
+        cpu = _cpu_seconds()
         t = time.perf_counter()
         report, _ = clean_file(src, Path(tmp) / "clean.npz", Path(tmp) / "report", CleanConfig())
         total = time.perf_counter() - t
+        cpu = _cpu_seconds() - cpu
         sheets = sorted(p.name for p in (Path(tmp) / "report").iterdir())
     print(f"cpu cores: {os.cpu_count()}")
     for stage, seconds in report.timings.items():
         print(f"  {stage:<8} {seconds:7.2f} s")
+    print(f"cpu seconds used (this process + hashing workers): {cpu:.1f}; load average before the run "
+          f"{load_before:.1f} on {os.cpu_count()} cores (other work on the machine stretches the wall time)")
     print(f"clean total: {total:.2f} s for {len(ds)} images (target < 20 s) -> {'OK' if total < 20 else 'OVER'}")
     print(f"candidates: {report.candidates}; removed by reason: {report.counts()}")
     gone = {r.index for r in report.removed}
