@@ -19,7 +19,7 @@ from toolkit.cli._common import Output, Result, cbtool_command
 @click.option("--profile", "profile_name", default="an2dl-2024", show_default=True, help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file.")
 @click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="TOML file with user-defined profiles.")
 @click.option("--shift", is_flag=True, help="Also score the corruption suite: 11 corruptions x severities 1-5.")
-@click.option("--shift-images", type=click.IntRange(min=0), default=500, show_default=True, help="Images per corrupted set (a seeded sample of --data; 0 = all).")
+@click.option("--shift-images", type=click.IntRange(min=0), default=200, show_default=True, help="Images per corrupted set: a seeded sample of --data (0 = all). The suite predicts 55 sets.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds for import + load + predict (default: the profile's).")
 @click.option("--memory-limit", default=None, help="Memory budget, e.g. 4G or 512M (default: the profile's). Approximates the grader.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write scores.json, details.json, PNGs and report.html here.")

@@ -43,7 +43,7 @@ class SimulateOptions:
     time_limit_s: float | None = None
     memory_limit_mb: int | None = None
     shift: bool = False
-    shift_images: int | None = 500
+    shift_images: int | None = 200
     seed: int = 0
     allow_pickle: bool = False
 
