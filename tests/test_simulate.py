@@ -64,7 +64,7 @@ def make_zip(name: str, dest: Path, centroids: np.ndarray | None = None) -> Path
     with zipfile.ZipFile(zip_path, "w") as zf:
         for f in sorted((FIXTURES / name).iterdir()):
             zf.write(f, f.name)
-        if name in ("good", "load_error"):
+        if name in ("good", "good_2023", "load_error"):
             weights = dest / f"{name}_weights.npz"
             np.savez(weights, centroids=centroids if centroids is not None else np.zeros((N_CLASSES, 192)))
             zf.write(weights, "weights.npz")
@@ -240,3 +240,21 @@ def test_relative_path_hint_reads_numpy_keras_h5py_and_tf_messages(tmp_path, mes
     assert (hint is not None) == hinted, hint
     if hinted:
         assert "os.path.dirname(os.path.abspath(__file__))" in hint
+
+
+def test_2023_contract_through_a_user_profile(tmp_path, heldout, centroids):
+    """class model(path) and float32 input only, via a user TOML profile on this interpreter (no venv to build)."""
+    path, images, labels = heldout
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[profiles.leaves]\ncontract = 2023\ninput_dtypes = ["float32"]\n')
+    result = CliRunner().invoke(main, ["simulate", str(make_zip("good_2023", tmp_path, centroids)), "--data", str(path),
+                                       "--profile", "leaves", "--profiles-file", str(profiles), "--json"])  # fmt: skip
+    out = json.loads(result.output)
+    assert result.exit_code == 0, out
+    assert out["profile"]["contract"] == 2023 and list(out["scores_by_input"]) == ["float32"]
+    assert set(out["inputs"]) == {"clean/float32", "contract/single", "contract/odd"}
+    # the 2024 Model() class under the 2023 contract fails at load, naming what it looked for
+    result = CliRunner().invoke(main, ["simulate", str(make_zip("good", tmp_path, centroids)), "--data", str(path),
+                                       "--profile", "leaves", "--profiles-file", str(profiles), "--json"])  # fmt: skip
+    failure = json.loads(result.output)["failure"]
+    assert result.exit_code == 3 and failure["kind"] == "load_error" and "'model'" in failure["message"]
