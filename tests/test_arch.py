@@ -144,6 +144,7 @@ def test_offline_imagenet_message(tmp_path):
     (tmp_path / "kh").mkdir()
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert "MESSAGE" in proc.stdout, proc.stderr[-2000:]
+    assert "Downloading" not in proc.stdout  # Keras' download chatter goes to stderr: stdout stays pure for --json
     message = proc.stdout.split("MESSAGE", 1)[1]
     assert str(tmp_path / "kh" / "models" / "convnext_tiny_notop.h5") in message
     assert NOTOP_SHA256["convnext_tiny"] in message

@@ -8,8 +8,10 @@ is folded into the preceding Dense (kernel * gamma, bias * gamma).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +67,15 @@ def create_model(spec: dict, weights: str | os.PathLike | None = "none"):
     for ImageNet/notop weights."""
     from toolkit.arch import build_model, load_weights_npz
 
-    model = build_model(spec)
     if weights is None or str(weights) == "none":
-        return model
-    if str(weights) == "imagenet":
+        return build_model(spec)
+    if str(weights) == "imagenet":  # resolved before building, so an offline failure comes fast
         path = imagenet_weights_path(spec["variant"])
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ConfigError(f"weights: no such file {path} (expected 'none', 'imagenet' or a weights file)")
+    model = build_model(spec)
     if path.name.endswith(".weights.h5"):
         _load_or_fail(lambda: model.load_weights(str(path)), path, "a cbtool .weights.h5 of the same variant")
     elif path.suffix == ".npz":
@@ -110,8 +112,9 @@ def imagenet_weights_path(variant: str) -> Path:
 
     fname = f"{variant}_notop.h5"
     try:
-        return Path(keras.utils.get_file(fname, WEIGHTS_URL + fname, cache_subdir="models",
-                                         file_hash=NOTOP_SHA256[variant]))
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints "Downloading data from ..." on stdout (--json)
+            return Path(keras.utils.get_file(fname, WEIGHTS_URL + fname, cache_subdir="models",
+                                             file_hash=NOTOP_SHA256[variant]))
     except Exception as exc:  # network down, DNS failure, hash mismatch: all explained the same way
         target = keras_models_dir() / fname
         raise ConfigError(
