@@ -258,3 +258,11 @@ def test_2023_contract_through_a_user_profile(tmp_path, heldout, centroids):
                                        "--profile", "leaves", "--profiles-file", str(profiles), "--json"])  # fmt: skip
     failure = json.loads(result.output)["failure"]
     assert result.exit_code == 3 and failure["kind"] == "load_error" and "'model'" in failure["message"]
+
+
+def test_with_shift_the_grader_limit_still_applies_to_the_clean_part(tmp_path, heldout):
+    code, out = run_cli(make_zip("slow_load", tmp_path), "--data", heldout[0], "--shift", "--shift-images", "2", "--time-limit", "1")
+    assert code == 3, out
+    assert (out["failure"]["kind"], out["failure"]["phase"]) == ("timeout", "load")
+    assert "over the 1 s limit" in out["failure"]["message"]
+    assert out["timing"]["load_s"] >= 2.5

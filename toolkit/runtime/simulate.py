@@ -219,12 +219,15 @@ def _timing(outcome, plan: _Plan, wall: float) -> dict:
 
 def _over_time(timing: dict, limit: float) -> dict | None:
     """With --shift the child ran under a stretched limit: apply the grader's limit to the clean part here."""
-    spent = sum(timing.get(k) or 0.0 for k in ("import_s", "load_s", "clean_predict_s"))
-    if spent <= limit:
+    spent, phase = 0.0, None
+    for key in ("import_s", "load_s", "clean_predict_s"):
+        spent += timing.get(key) or 0.0
+        phase = phase or (key.split("_")[0] if spent > limit else None)
+    if phase is None:
         return None
     return {
         "kind": "timeout",
-        "phase": "predict",
+        "phase": "predict" if phase == "clean" else phase,
         "message": f"import, load and prediction of the held-out set took {spent:.1f} s, over the {limit:g} s limit",
         "stderr_tail": "",
     }
