@@ -64,6 +64,9 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, format
                           f"{parity['run_probe']['argmax_agreement']:.3f}): the weights, spec or preprocessing changed")
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export dir is an ordinary directory
     try:
         for name in COPIED:
             shutil.copy2(run_dir / name, tmp / name)
