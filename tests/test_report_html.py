@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -99,6 +100,9 @@ def test_report_dir_holds_codabench_scores_details_plots_and_one_html(tmp_path):
     page = (rep / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page), "the page must not load anything from the network"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in rep.iterdir()} == {0o666 & ~umask}, "report files must not stay mkstemp's 0600"
     assert sorted(p.name for p in rep.iterdir()) == sorted(["scores.json", "details.json", "confusion_matrix.png", "corruption_severity.png", "report.html"])
 
 
