@@ -13,6 +13,12 @@ the profile's runtime interpreter, alternating, best of --repeats:
 - shift:     the same with --shift on --shift-images images: 11 corruptions x 5 severities.
 Reported: simulate/bare (target <= 1.2), the suite's cost per 1,000 held-out images (making the corrupted sets in
 the parent, and the whole extra wall time), peak memory of the child and of the bare process.
+
+Measured 2026-11-22 on the shared 2-core dev box (load average 3.5-7, so absolute times are stretched; ratios are
+best-of-N of interleaved runs), an2dl-2024 runtime (TF 2.17 / Keras 3.4.1), convnext_tiny:
+  128 images x4: simulate/bare 1.054; 256 x3: 1.078; 512 x2 (load ~7): 1.222. convnext_test, 256 x1: 1.030.
+  Peak RSS: child 1.94 GB, bare 1.94 GB. Corrupting: 9-13 s per 1,000 held-out images (all 55 sets);
+  predicting them costs 55x the clean prediction (at the ~80 img/s of an idle 2-core machine, ~11 min per 1,000).
 """
 
 from __future__ import annotations
