@@ -266,3 +266,29 @@ def test_with_shift_the_grader_limit_still_applies_to_the_clean_part(tmp_path, h
     assert (out["failure"]["kind"], out["failure"]["phase"]) == ("timeout", "load")
     assert "over the 1 s limit" in out["failure"]["message"]
     assert out["timing"]["load_s"] >= 2.5
+
+
+def test_pinned_2024_runtime_with_shift(tmp_path):
+    """The same flow in the grader's TF 2.17 / Keras 3.4.1 venv, with the corruption suite (skipped if the venv is absent)."""
+    from export_data import make_run_dir
+
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.runtime.venv import find_venv
+    from toolkit.submission.build import build_submission
+
+    profile = get_profile("an2dl-2024")
+    if find_venv(profile.name, list(profile.packages)) is None:
+        pytest.skip("the an2dl-2024 runtime venv does not exist yet (`cbtool runtime create an2dl-2024`)")
+    run = make_run_dir(tmp_path / "run", n_probe=12, seed=5)
+    probe = np.load(run / "probe.npz")
+    labels = probe["probs"].argmax(axis=1)
+    np.savez(tmp_path / "heldout.npz", images=probe["images"], labels=labels)
+    build_submission(run, tmp_path / "submission.zip", profile)
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "submission.zip"), "--data", str(tmp_path / "heldout.npz"),
+                                       "--profile", "an2dl-2024", "--shift", "--shift-images", "4", "--json"])  # fmt: skip
+    out = json.loads(result.output)
+    assert result.exit_code == 0, out
+    assert out["scores"]["accuracy"] == 1.0  # labels are what the training process predicted
+    assert "an2dl-2024" in out["sandbox"]["python"]  # the pinned venv ran it, not this interpreter
+    assert len([k for k in out["timing"]["predict_s"] if k.startswith("shift/")]) == 55
+    assert 0.0 <= out["shift"]["mean_accuracy"] <= 1.0 and out["shift"]["images_per_set"] == 4
