@@ -32,6 +32,7 @@ export = sys.argv[2]
 spec = json.load(open(export + "/model_spec.json"))
 prep = json.load(open(export + "/preprocessing.json"))
 probe = np.load(export + "/probe.npz")
+reference = np.load(sys.argv[4]) if len(sys.argv) > 4 else probe["probs"]
 x = preprocessing.preprocess(probe["images"], prep["input_size"], prep["resize"])
 result = {"tf": tf.__version__, "keras": getattr(arch.keras, "__version__", "tf.keras " + tf.__version__)}
 for fmt in sys.argv[3].split(","):
@@ -41,8 +42,9 @@ for fmt in sys.argv[3].split(","):
     else:
         arch.load_weights_npz(model, export + "/weights.npz")
     probs = np.asarray(model.predict(x, verbose=0))
-    result[fmt] = {"argmax_equal": bool((probs.argmax(1) == probe["probs"].argmax(1)).all()),
-                   "max_abs_diff": float(np.abs(probs - probe["probs"]).max())}
+    result[fmt] = {"argmax_equal": bool((probs.argmax(1) == reference.argmax(1)).all()),
+                   "max_abs_diff": float(np.abs(probs - reference).max()),
+                   "max_abs_diff_vs_fp32_probe": float(np.abs(probs - probe["probs"]).max())}
 print("RESULT " + json.dumps(result))
 """
 
@@ -68,12 +70,15 @@ def _runtime_python(name: str):
         raise
 
 
-def _check_in(python, export_dir, tmp_path, formats: str) -> dict:
+def _check_in(python, export_dir, tmp_path, formats: str, reference=None) -> dict:
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(ROOT / "toolkit" / "arch.py", src / "arch.py")
     shutil.copy(ROOT / "toolkit" / "preprocessing.py", src / "preprocessing.py")
-    proc = subprocess.run([str(python), "-c", CHECK, str(src), str(export_dir), formats], capture_output=True, text=True,
+    args = [str(python), "-c", CHECK, str(src), str(export_dir), formats]
+    if reference is not None:
+        args.append(str(reference))
+    proc = subprocess.run(args, capture_output=True, text=True,
                           cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": str(tmp_path)},
                           timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -100,7 +105,27 @@ def test_weights_npz_in_keras_2_runtime(export_dir, tmp_path):
 
 
 def test_fp16_weights_load_in_keras_3_4_1_runtime(export_dir, tmp_path):
-    """float16 files are cast back to the float32 variables by Keras 3.4.1 (h5) and by arch.load_weights_npz."""
-    result = _check_in(_runtime_python("an2dl-2024"), export_dir.with_name("export16"), tmp_path, "h5,npz")
+    """float16 files are cast back to the float32 variables by Keras 3.4.1 (h5) and by arch.load_weights_npz.
+
+    The reference is the same fp16 file loaded in this process: on an untrained probe model the class probabilities
+    are nearly tied, so fp16 rounding alone may flip an argmax against the fp32 probe (seen in CI: 4.2e-4 apart).
+    What must hold is that the old runtime reads the fp16 file exactly as the newest Keras does.
+    """
+    import numpy as np
+
+    from toolkit import arch
+    from toolkit.preprocessing import preprocess
+
+    export16 = export_dir.with_name("export16")
+    spec = json.loads((export16 / "model_spec.json").read_text())
+    prep = json.loads((export16 / "preprocessing.json").read_text())
+    with np.load(export16 / "probe.npz") as probe:
+        images = probe["images"]
+    model = arch.build_model(spec)
+    arch.load_weights_npz(model, export16 / "weights.npz")
+    reference = np.asarray(model.predict(preprocess(images, prep["input_size"], prep["resize"]), verbose=0))
+    np.save(tmp_path / "reference.npy", reference)
+    result = _check_in(_runtime_python("an2dl-2024"), export16, tmp_path, "h5,npz", tmp_path / "reference.npy")
+    _assert_matches(result, "h5,npz")
     for fmt in ("h5", "npz"):
-        assert result[fmt]["argmax_equal"] and 0 < result[fmt]["max_abs_diff"] < 1e-2, result
+        assert 0 < result[fmt]["max_abs_diff_vs_fp32_probe"] < 1e-2, result
