@@ -136,3 +136,23 @@ def test_zip_without_arrays(tmp_path):
         zf.writestr("readme.txt", "hi")
     with pytest.raises(DataError, match="found keys"):
         load_dataset(path)
+
+
+def test_atomic_writes_get_ordinary_permissions_and_leave_nothing_on_failure(tmp_path, tiny_npz):
+    import os
+
+    from toolkit.fsutil import atomic_open
+
+    umask = os.umask(0o027)
+    try:
+        save_dataset(load_dataset(tiny_npz), tmp_path / "out.npz")
+        with atomic_open(tmp_path / "a.txt") as handle:
+            handle.write("x")
+        with pytest.raises(RuntimeError), atomic_open(tmp_path / "b.txt") as handle:
+            handle.write("half")
+            raise RuntimeError("interrupted")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.npz").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != tiny_npz.name) == ["a.txt", "out.npz"]

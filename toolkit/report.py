@@ -54,18 +54,7 @@ def write_report(result: dict, out_dir: str | Path) -> dict[str, str]:
     write_json(out_dir / DETAILS_FILE, {**result, "report": paths})
     with atomic_open(out_dir / HTML_FILE, "w", encoding="utf-8") as handle:
         handle.write(render_html(result, out_dir))
-    _ordinary_permissions(Path(p) for p in paths.values())
     return paths
-
-
-def _ordinary_permissions(files) -> None:
-    """Atomic writes go through mkstemp (0600); a report is meant to be shared or served, so apply the umask."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in files:
-        path.chmod(0o666 & ~umask)
 
 
 def plot_shift(shift: dict, path: str | Path) -> Path:
