@@ -50,11 +50,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
 def write_json(path: str | os.PathLike, payload: object) -> None:
     """Write `payload` as indented JSON, atomically."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, default=_default)
+        json.dump(payload, handle, indent=2, default=json_default)
         handle.write("\n")
 
 
-def _default(obj: object):
+def json_default(obj: object):
+    """JSON for numpy scalars and arrays and paths; anything else is a TypeError."""
     import numpy as np
 
     if isinstance(obj, np.integer):

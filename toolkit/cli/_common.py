@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import click
 
 from toolkit.errors import EXIT_OK, CbtoolError
+from toolkit.fsutil import json_default
 
 
 @dataclass
@@ -52,15 +53,11 @@ def _emit_json(payload: dict) -> None:
 
 
 def _json_default(obj: Any):
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    """fsutil's numpy/path conversions; on stdout anything else becomes its string rather than an error."""
+    try:
+        return json_default(obj)
+    except TypeError:
+        return str(obj)
 
 
 def json_option(fn):
