@@ -52,7 +52,9 @@ def test_popcount_table_matches_numpy():
 def test_perceptual_hashes_are_imagehash_values_in_serial_and_pool():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)
-    ph, dh = hashing.perceptual_hashes(images, workers=1)
+    calls = []
+    ph, dh = hashing.perceptual_hashes(images, workers=1, chunk=16, progress=lambda k, n: calls.append((k, n)))
+    assert calls == [(0, 40), (16, 40), (16, 40), (8, 40)]  # the total first, then each chunk as it finishes
     for k in (0, 17, 39):
         pil = Image.fromarray(images[k])
         assert int(ph[k]) == int(str(imagehash.phash(pil)), 16)
@@ -60,10 +62,12 @@ def test_perceptual_hashes_are_imagehash_values_in_serial_and_pool():
     old = hashing.PARALLEL_MIN
     hashing.PARALLEL_MIN = 10
     try:
-        ph2, dh2 = hashing.perceptual_hashes(images, workers=2, chunk=7)
+        calls = []
+        ph2, dh2 = hashing.perceptual_hashes(images, workers=2, chunk=7, progress=lambda k, n: calls.append((k, n)))
     finally:
         hashing.PARALLEL_MIN = old
     assert np.array_equal(ph, ph2) and np.array_equal(dh, dh2)
+    assert calls[0] == (0, 40) and sum(k for k, _ in calls) == 40 and len(calls) == 1 + 6
 
 
 def test_exact_groups():

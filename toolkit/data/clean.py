@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -123,8 +124,12 @@ class Links:
     candidates: dict
 
 
-def find_links(images: np.ndarray, config: CleanConfig | None = None, timings: dict | None = None) -> Links:
-    """Exact groups + confirmed near-duplicate links over `images`, as connected components."""
+def find_links(images: np.ndarray, config: CleanConfig | None = None, timings: dict | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Links:
+    """Exact groups + confirmed near-duplicate links over `images`, as connected components.
+
+    `progress(k, total)` reports k more of the `total` images to hash perceptually (one per exact-duplicate group).
+    """
     config = config or CleanConfig()
     timings = timings if timings is not None else {}
     n = len(images)
@@ -132,7 +137,7 @@ def find_links(images: np.ndarray, config: CleanConfig | None = None, timings: d
     exact = hashing.exact_groups(hashing.exact_hashes(images))
     reps = np.unique(exact)  # perceptual work only on one image per exact group
     ph, dh = np.zeros(n, np.uint64), np.zeros(n, np.uint64)
-    ph[reps], dh[reps] = hashing.perceptual_hashes(images[reps], workers=config.workers)
+    ph[reps], dh[reps] = hashing.perceptual_hashes(images[reps], workers=config.workers, progress=progress)
     ph, dh = ph[exact], dh[exact]
     timings["hash"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -210,11 +215,12 @@ def confirm_pairs(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: f
     return dist, dist <= threshold
 
 
-def find_problems(ds: Dataset, config: CleanConfig | None = None, timings: dict | None = None) -> CleanReport:
-    """Decide what to remove from `ds` and why; nothing is written."""
+def find_problems(ds: Dataset, config: CleanConfig | None = None, timings: dict | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> CleanReport:
+    """Decide what to remove from `ds` and why; nothing is written. `progress` as in `find_links`."""
     config = config or CleanConfig()
     timings = timings if timings is not None else {}
-    links = find_links(ds.images, config, timings)
+    links = find_links(ds.images, config, timings, progress)
     t = time.perf_counter()
     removed, groups = [], []
     for members in _components(links.component):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from itertools import combinations
 from math import comb
 from concurrent.futures import ProcessPoolExecutor
@@ -37,24 +38,46 @@ def exact_groups(digests: np.ndarray) -> np.ndarray:
     return first[inverse.reshape(-1)].astype(np.int64)
 
 
-def perceptual_hashes(images: np.ndarray, workers: int | None = None, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """pHash and dHash (imagehash, 64 bits each) of every image, packed as uint64 arrays."""
+def perceptual_hashes(images: np.ndarray, workers: int | None = None, chunk: int = 1000,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """pHash and dHash (imagehash, 64 bits each) of every image, packed as uint64 arrays.
+
+    `progress(k, n)` is called with k=0 before the work starts, then as each chunk of k of the n images is done.
+    """
     n = len(images)
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    if n < PARALLEL_MIN or workers <= 1:
-        return _hash_range(images, 0, n)
-    global _SHARED
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    if progress is not None:
+        progress(0, n)
+    if n < PARALLEL_MIN or workers <= 1:
+        parts = []
+        for s, e in bounds:
+            parts.append(_hash_range(images, s, e))
+            if progress is not None:
+                progress(e - s, n)
+        return _join(parts, n)
+    global _SHARED
     ctx = _fork_context()
     _SHARED = images if ctx is not None else None
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             if ctx is not None:  # forked workers read the parent's array: nothing is pickled but the indices
-                parts = list(pool.map(_hash_shared, bounds))
+                results = pool.map(_hash_shared, bounds)
             else:
-                parts = list(pool.map(_hash_range, [images[s:e] for s, e in bounds], [0] * len(bounds), [e - s for s, e in bounds]))
+                results = pool.map(_hash_range, [images[s:e] for s, e in bounds], [0] * len(bounds), [e - s for s, e in bounds])
+            parts = []
+            for (s, e), part in zip(bounds, results):  # map yields in order, as each chunk finishes
+                parts.append(part)
+                if progress is not None:
+                    progress(e - s, n)
     finally:
         _SHARED = None
+    return _join(parts, n)
+
+
+def _join(parts: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(n, np.uint64), np.zeros(n, np.uint64)
     return np.concatenate([p for p, _ in parts]), np.concatenate([d for _, d in parts])
 
 

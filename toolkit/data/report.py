@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,12 @@ def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str]], path: Path, 
 
 
 def clean_file(data: str | Path, output: str | Path | None, report_dir: str | Path | None, config,
-               allow_pickle: bool = False, dry_run: bool = False) -> tuple[CleanReport, dict]:
-    """Load -> find problems -> write the cleaned npz (unless dry_run) and the report. Timings per stage included."""
+               allow_pickle: bool = False, dry_run: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> tuple[CleanReport, dict]:
+    """Load -> find problems -> write the cleaned npz (unless dry_run) and the report. Timings per stage included.
+
+    `progress(k, total)` reports k more images hashed out of the `total` to hash (for a progress bar).
+    """
     import time
 
     from toolkit.data.clean import find_problems
@@ -82,7 +87,7 @@ def clean_file(data: str | Path, output: str | Path | None, report_dir: str | Pa
     t = time.perf_counter()
     ds = load_dataset(data, allow_pickle=allow_pickle)
     timings["load"] = time.perf_counter() - t
-    report = find_problems(ds, config, timings)
+    report = find_problems(ds, config, timings, progress)
     t = time.perf_counter()
     written = {}
     if not dry_run and output is not None:
