@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -37,6 +38,28 @@ class Output:
         from tqdm import tqdm
 
         return tqdm(iterable, file=sys.stderr, disable=not self.show_progress, dynamic_ncols=True, **kwargs)
+
+    @contextlib.contextmanager
+    def progress_callback(self, desc: str, unit: str):
+        """Yield `update(k, total)` for library code that reports work done (k=0 announces the total).
+
+        The bar opens at the first report, so an error before any work (a bad input file) prints no empty bar,
+        and closes when the total is reached, so its rate is the stage's own.
+        """
+        bars: list = []
+
+        def update(k: int, total: int) -> None:
+            if not bars:
+                bars.append(self.progress(total=total, desc=desc, unit=unit))
+            bars[0].update(k)
+            if bars[0].n >= total:
+                bars[0].close()
+
+        try:
+            yield update
+        finally:
+            for bar in bars:
+                bar.close()
 
 
 @dataclass

@@ -68,21 +68,9 @@ def _clean(out: Output, data, output, report_dir, dry_run, conflicts, threshold,
     config = CleanConfig(conflicts=conflicts, drop_outliers=drop_outliers,
                          **({"phash_threshold": threshold, "dhash_threshold": threshold} if threshold is not None else {}),
                          **({"pixel_threshold": pixel_threshold} if pixel_threshold is not None else {}))
-    bars = []  # opened at the first chunk, so a bad input file gets its one-line error and no empty bar
-
-    def hashed(k: int, total: int) -> None:
-        if not bars:
-            bars.append(out.progress(total=total, desc="perceptual hashes", unit="img"))
-        bars[0].update(k)
-        if bars[0].n >= total:
-            bars[0].close()  # the rate shown is the hashing's own, not the whole command's
-
-    try:
+    with out.progress_callback("perceptual hashes", "img") as hashed:
         report, extra = clean_file(data, output, report_dir, config, allow_pickle=allow_pickle, dry_run=dry_run,
                                    progress=hashed)
-    finally:
-        for bar in bars:
-            bar.close()
     payload = {**report.to_dict(), "output": None if dry_run else str(output), "report_dir": report_dir, "dry_run": dry_run}
     payload["removed"] = [{"index": r["index"], "reason": r["reason"], "group": r["group"], **{k: v for k, v in r.items() if k not in ("index", "reason", "group")}} for r in payload["removed"]]
     reasons = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
