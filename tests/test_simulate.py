@@ -173,6 +173,21 @@ def test_shift_scores_every_corruption_in_one_child_run(tmp_path, heldout, centr
     assert out["timing"]["shift_predict_s"] > 0
 
 
+def test_progress_follows_the_child_through_every_input_set(tmp_path, heldout, centroids):
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.runtime.simulate import SimulateOptions, simulate
+
+    calls, zip_path = [], make_zip("good", tmp_path, centroids)
+    result = simulate(zip_path, heldout[0], get_profile("local"),
+                      SimulateOptions(shift=True, shift_images=8), progress=lambda k, n: calls.append((k, n)))
+    assert result["status"] == "ok"
+    n = calls[0][1]
+    assert calls[0] == (0, n) and n == 4 + 55  # uint8, float32, one image, odd batch; 11 corruptions x 5 severities
+    assert sum(k for k, _ in calls) == n and all(total == n for _, total in calls)
+    result = CliRunner().invoke(main, ["simulate", str(zip_path), "--data", str(heldout[0]), "--profile", "local"])
+    assert result.exit_code == 0 and "input sets predicted: 100%" in result.output  # the bar, on stderr
+
+
 def test_human_output_is_a_table_and_failure_exit_code_is_3(tmp_path, heldout):
     result = CliRunner().invoke(main, ["simulate", str(make_zip("one_hot", tmp_path)), "--data", str(heldout[0]), "--profile", "local"])
     assert result.exit_code == 3

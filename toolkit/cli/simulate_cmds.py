@@ -33,7 +33,8 @@ def simulate_command(out: Output, submission, data, profile_name, profiles_file,
 
     profile = get_profile(profile_name, profiles_file)
     options = SimulateOptions(time_limit, parse_memory(memory_limit), shift, shift_images or None, seed, allow_pickle)
-    result = simulate(submission, data, profile, options, log=out.info)
+    with out.progress_callback("input sets predicted", "set") as predicted:
+        result = simulate(submission, data, profile, options, log=out.info, progress=predicted)
     if report_dir is not None:
         from toolkit.report import write_report
 

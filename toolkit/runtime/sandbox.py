@@ -39,6 +39,7 @@ from toolkit.runtime.profiles import Profile
 CHILD_SCRIPT = Path(__file__).with_name("_child.py")
 BLOCKED_MODULES = ("toolkit", "cbtool")
 POLL_S = 0.1
+STATUS_POLL_S = 0.5
 TAIL_CHARS = 4000
 FAILURE_KINDS = ("import_error", "load_error", "predict_error", "timeout", "killed", "exit")
 
@@ -89,8 +90,13 @@ def run_submission(
     memory_limit_mb: float | None = None,
     capture_input: bool = False,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RunOutcome:
-    """Extract `zip_path`, import its model.py in a child of `profile`'s runtime, call predict on each input."""
+    """Extract `zip_path`, import its model.py in a child of `profile`'s runtime, call predict on each input.
+
+    `progress(k, n)`: k=0 once the child starts predicting, then k more of the n inputs predicted (read from the
+    child's status file while it runs, so a long corruption suite shows how far it is).
+    """
     log = log or (lambda _msg: None)
     python = runtime_python(profile, log)
     time_limit = float(time_limit_s if time_limit_s is not None else profile.time_limit_s)
@@ -105,7 +111,7 @@ def run_submission(
         request = _write_request(root, profile, inputs, capture_input)
         blocked = "network blocked" if network_block_prefix() else "network NOT blocked (unshare -n unavailable)"
         log(f"running {Path(zip_path).name} in {profile.name} ({python}; {blocked})")
-        run = _run_child(python, root, request, time_limit, memory_limit)
+        run = _run_child(python, root, request, time_limit, memory_limit, _StatusWatch(root, len(inputs), progress))
         return _outcome(run, root, inputs, python, time_limit, memory_limit)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -185,7 +191,8 @@ class _ChildRun:
     stderr: str
 
 
-def _run_child(python: str, root: Path, request: Path, time_limit: float, memory_limit: float) -> _ChildRun:
+def _run_child(python: str, root: Path, request: Path, time_limit: float, memory_limit: float,
+               status: _StatusWatch | None = None) -> _ChildRun:
     prefix = network_block_prefix()
     cmd = [*prefix, python, "-I", str(root / "program" / "_child.py"), str(request)]
     env = {"PYTHONUNBUFFERED": "1", "PATH": os.defpath, "HOME": str(root / "home")}
@@ -194,13 +201,37 @@ def _run_child(python: str, root: Path, request: Path, time_limit: float, memory
         started = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=root / "program", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
-        killed_for, peak = _watch(proc, started, time_limit, memory_limit)
+        killed_for, peak = _watch(proc, started, time_limit, memory_limit, status)
         wall = time.monotonic() - started
+        if status is not None:
+            status.poll(force=True)
     return _ChildRun(proc.returncode, killed_for, peak, wall, bool(prefix),
                      _tail(out_path), _tail(err_path))
 
 
-def _watch(proc: subprocess.Popen, started: float, time_limit: float, memory_limit: float) -> tuple[str | None, float | None]:
+class _StatusWatch:
+    """Reports the child's predicted inputs to a progress callback, reading its status file at most every STATUS_POLL_S."""
+
+    def __init__(self, root: Path, total: int, progress: Callable[[int, int], None] | None):
+        self.path, self.total, self.progress = root / "io" / "status.json", total, progress
+        self.started, self.reported, self.last = False, 0, 0.0
+
+    def poll(self, force: bool = False) -> None:
+        if self.progress is None or (not force and time.monotonic() - self.last < STATUS_POLL_S):
+            return
+        self.last = time.monotonic()
+        status = _read_status(self.path)
+        if not self.started and status.get("phase") in ("predict", "done"):
+            self.started = True
+            self.progress(0, self.total)
+        done = len(status.get("outputs") or {})
+        if self.started and done > self.reported:
+            self.progress(done - self.reported, self.total)
+            self.reported = done
+
+
+def _watch(proc: subprocess.Popen, started: float, time_limit: float, memory_limit: float,
+           status: _StatusWatch | None = None) -> tuple[str | None, float | None]:
     peak: float | None = None
     while True:
         try:
@@ -208,6 +239,8 @@ def _watch(proc: subprocess.Popen, started: float, time_limit: float, memory_lim
             return None, peak
         except subprocess.TimeoutExpired:
             pass
+        if status is not None:
+            status.poll()
         rss = tree_rss_mb(proc.pid)
         if rss is not None:
             peak = max(peak or 0.0, rss)

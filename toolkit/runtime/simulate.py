@@ -68,8 +68,12 @@ def simulate(
     profile: Profile,
     options: SimulateOptions | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Run, check and score one submission on a held-out npz; return the JSON-able result (status ok|failed)."""
+    """Run, check and score one submission on a held-out npz; return the JSON-able result (status ok|failed).
+
+    `progress(k, n)` follows the child through the n input sets (see `run_submission`).
+    """
     from toolkit.data.io import load_dataset
     from toolkit.runtime.sandbox import run_submission
 
@@ -86,7 +90,7 @@ def simulate(
         plan = _plan_inputs(data.images, profile, options, Path(scratch), log)
         started = time.perf_counter()
         outcome = run_submission(zip_path, profile, plan.inputs, time_limit_s=_hard_limit(time_limit, plan),
-                                 memory_limit_mb=memory_limit, log=log)  # fmt: skip
+                                 memory_limit_mb=memory_limit, log=log, progress=progress)  # fmt: skip
         wall = time.perf_counter() - started
         plan.inputs.clear()  # close the memory maps before their folder goes
     result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
