@@ -91,3 +91,14 @@ def test_resume_through_the_cli(npz, tmp_path):
     payload = json.loads(result.stdout)
     assert payload["completed"] and payload["epochs_done"] == 3 and payload["epochs_this_run"] == 2
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2, 3]
+
+
+def test_unloadable_weights_leave_no_run_dir_behind(npz, tmp_path):
+    """The weights are fetched before the run dir is written, so the corrected command is not told to --resume."""
+    bad = tmp_path / "junk.weights.h5"
+    bad.write_bytes(b"not an h5 file")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(npz), "--model", "convnext_test", "--weights", str(bad),
+                                       "--epochs", "1", "-o", str(out), "--quiet"])
+    assert result.exit_code == 1 and "junk.weights.h5" in result.output and "could not load" in result.output
+    assert not out.exists()

@@ -107,11 +107,13 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     devices = _devices(config)
     log(f"training {config.model} on {len(train_set)} images, validating on {len(val_set)} ({devices['summary']})")
     spec = _model_spec(config, train_set.class_names)
+    # Build first: a failure to get the weights (offline imagenet, a bad path) leaves no run dir behind that would
+    # make the corrected command ask for --resume.
+    model = _build(spec, config, devices, resume_from=run_dir / rundir.LAST_WEIGHTS if resume else None)
     if not resume:
         rundir.write_setup(run_dir, config, spec)
         state = rundir.new_state(fingerprint)
         rundir.save_state(run_dir, state)
-    model = _build(spec, config, devices, resume_from=run_dir / rundir.LAST_WEIGHTS if resume else None)
     tracker = _Tracker(run_dir, state, config.patience, stop_after_epochs, twin=_twin(spec))
     _run_phases(model, tracker, train_set, val_set, config, devices, verbose)
     result = TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"], state["best_val_accuracy"],
