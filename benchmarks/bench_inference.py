@@ -18,7 +18,8 @@ an ONNX twin with Dense as one broadcasting MatMul and LayerNorm/GELU written in
 dynamic Shape/Gather/Concat/Cast subgraphs (93 Reshapes -> 9) but ORT still did not fuse them and the rate moved
 within noise (50.5 -> 51.5 img/s on one thread). ORT's profiler says why: MatMul (the pointwise Dense layers) is
 70-73% of its time, Conv 5%, so both engines are bound by the same GEMMs; the rewrite saved 6% (701 -> 659 ms per
-batch of 32 on one thread), all of it outside MatMul.
+batch of 32 on one thread), all of it outside MatMul; with trained (non-unit) LayerNorm weights ORT does fuse that
+twin's LayerNorms (SimplifiedLayerNormalization) and still runs ~50 img/s per core, the same as TensorFlow.
 """
 
 from __future__ import annotations
