@@ -16,7 +16,7 @@ from toolkit.cli._common import Output, Result, cbtool_command
 ))  # fmt: skip
 @click.argument("submission", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Held-out npz (images + labels).")
-@click.option("--profile", "profile_name", default="an2dl-2024", show_default=True, help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file.")
+@click.option("--profile", "profile_name", default=None, help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file (default: the one recorded in the zip's manifest.json, else an2dl-2024).")
 @click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="TOML file with user-defined profiles.")
 @click.option("--shift", is_flag=True, help="Also score the corruption suite: 11 corruptions x severities 1-5.")
 @click.option("--shift-images", type=click.IntRange(min=0), default=200, show_default=True, help="Images per corrupted set: a seeded sample of --data (0 = all). The suite predicts 55 sets.")
@@ -27,11 +27,11 @@ from toolkit.cli._common import Output, Result, cbtool_command
 @click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (the 2023 string labels need it).")
 def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
-    from toolkit.runtime.profiles import get_profile
     from toolkit.report import render_text
     from toolkit.runtime.simulate import SimulateOptions, parse_memory, simulate
+    from toolkit.submission.build import submission_profile
 
-    profile = get_profile(profile_name, profiles_file)
+    profile = submission_profile(submission, profile_name, profiles_file)
     options = SimulateOptions(time_limit, parse_memory(memory_limit), shift, shift_images or None, seed, allow_pickle)
     with out.progress_callback("input sets predicted", "set") as predicted:
         result = simulate(submission, data, profile, options, log=out.info, progress=predicted)

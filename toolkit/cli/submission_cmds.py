@@ -50,9 +50,10 @@ def build_command(out: Output, source, output, profile_name, profiles_file, fmt,
 @_PROFILES_FILE
 def check_command(out: Output, submission, profile_name, profiles_file) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
+    from toolkit.submission.build import submission_profile
     from toolkit.submission.check import check_submission, render
 
-    report = check_submission(submission, _zip_profile(submission, profile_name, profiles_file))
+    report = check_submission(submission, submission_profile(submission, profile_name, profiles_file))
     return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_ERROR)
 
 
@@ -71,21 +72,9 @@ def check_command(out: Output, submission, profile_name, profiles_file) -> Resul
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=16, show_default=True, help="Probe images taken from --data / probe.npz.")
 def validate_command(out: Output, submission, run_dir, data, profile_name, profiles_file, n_images) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
+    from toolkit.submission.build import submission_profile
     from toolkit.submission.validate import render, validate_preprocessing
 
-    report = validate_preprocessing(submission, run_dir, _zip_profile(submission, profile_name, profiles_file), data=data,
+    report = validate_preprocessing(submission, run_dir, submission_profile(submission, profile_name, profiles_file), data=data,
                                     n_images=n_images, log=out.info)
     return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_SUBMISSION_FAILED)
-
-
-def _zip_profile(zip_path: Path, name: str | None, profiles_file):
-    """--profile, else the profile recorded in the zip's manifest.json by build-submission, else an2dl-2024."""
-    from toolkit.runtime.profiles import get_profile
-    from toolkit.submission.build import read_manifest
-
-    if name is None:
-        try:
-            name = (read_manifest(zip_path).get("profile") or {}).get("name")
-        except Exception:  # noqa: BLE001 - an unreadable zip is reported by the command itself
-            name = None
-    return get_profile(name or "an2dl-2024", profiles_file)

@@ -102,12 +102,35 @@ def simulate(
     over = _over_time(result["timing"], time_limit)
     if over:
         return _fail(result, over, zip_path)
+    result["class_names"] = _class_names(data.class_names, zip_path, result["warnings"])
     try:
-        checked = _check_outputs(outcome.outputs, plan, data.num_classes)
+        checked = _check_outputs(outcome.outputs, plan, len(result["class_names"]))
     except scoring.BadOutput as exc:
         return _fail(result, {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}, zip_path)
     _score(result, checked, data, plan)
     return result
+
+
+def _class_names(data_names: list[str], zip_path: Path, warnings: list[str]) -> list[str]:
+    """The held-out set's class names, extended by the classes in the zip's manifest when the submission knows more.
+
+    A held-out sample without the last class (or a generic npz whose labels imply fewer classes) must not turn a
+    legitimate prediction of that class into a bad_output failure.
+    """
+    from toolkit.submission.build import read_manifest
+
+    try:
+        classes = [str(c) for c in read_manifest(zip_path).get("classes") or []]
+    except (OSError, ValueError, zipfile.BadZipFile):
+        classes = []
+    names = list(data_names)
+    if len(classes) > len(names):
+        generic = names == [str(i) for i in range(len(names))]
+        names = classes if generic else names + classes[len(names):]
+    elif classes and len(classes) < len(names):
+        warnings.append(f"the submission was built for {len(classes)} classes (manifest.json), the held-out set has "
+                        f"{len(names)}: is this the right data?")
+    return names
 
 
 # --- planning the child's inputs ------------------------------------------------------------------------------
@@ -311,7 +334,7 @@ def _score(result: dict, checked: dict, data, plan: _Plan) -> None:
     warnings = result["warnings"]
     for check in checked.values():
         warnings.extend(w for w in check.warnings if w not in warnings)
-    by_dtype = {dtype: scoring.score(data.labels, checked[name].predictions, data.class_names) for dtype, name in plan.clean.items()}
+    by_dtype = {dtype: scoring.score(data.labels, checked[name].predictions, result["class_names"]) for dtype, name in plan.clean.items()}
     worst = min(by_dtype, key=lambda d: by_dtype[d]["accuracy"])
     result["scores"] = {**by_dtype[worst], "input": worst}
     result["scores_by_input"] = {d: s["accuracy"] for d, s in by_dtype.items()}

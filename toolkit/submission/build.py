@@ -183,6 +183,18 @@ def _write_zip(output: Path, files: dict[str, bytes]) -> None:
                 zf.writestr(_info(name, zipfile.ZIP_DEFLATED), data, compresslevel=6)
 
 
+def submission_profile(zip_path: str | os.PathLike, name: str | None, profiles_file=None):
+    """`name`, else the profile recorded in the zip's manifest.json by build-submission, else an2dl-2024."""
+    from toolkit.runtime.profiles import get_profile
+
+    if name is None:
+        try:
+            name = (read_manifest(zip_path).get("profile") or {}).get("name")
+        except (OSError, ValueError, zipfile.BadZipFile):  # an unreadable zip is reported by the command itself
+            name = None
+    return get_profile(name or "an2dl-2024", profiles_file)
+
+
 def read_manifest(zip_path: str | os.PathLike) -> dict:
     """The manifest.json of a cbtool-built zip ({} when it has none)."""
     with zipfile.ZipFile(zip_path) as zf:
