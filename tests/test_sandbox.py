@@ -168,3 +168,21 @@ def test_runtime_list_and_create_with_an_unreachable_registry(tmp_path, monkeypa
     assert created.exit_code == 1, created.output
     message = json.loads(created.output)["error"]["message"]
     assert "registry (http://127.0.0.1:9/simple) cannot be reached" in message and "cbtool runtime create offline" in message
+
+
+def test_runtime_create_shows_pip_progress_and_is_reused(tmp_path, monkeypatch):
+    """A user profile with one small package: pip's progress lines reach stderr; a second create reuses the venv."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    monkeypatch.setenv("CBTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    profiles = tmp_path / "p.toml"
+    profiles.write_text('[profiles.tiny]\ncontract = 2024\npackages = ["six"]\n')
+    created = CliRunner().invoke(main, ["runtime", "create", "tiny", "--profiles-file", str(profiles)])
+    if created.exit_code != 0 and "registry" in created.output:
+        pytest.skip(f"pip cannot reach a package registry: {created.output[-300:]}")
+    assert created.exit_code == 0, created.output
+    assert "pip: Successfully installed six" in created.output and "created in" in created.output
+    again = CliRunner().invoke(main, ["runtime", "create", "tiny", "--profiles-file", str(profiles), "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["reused"] is True

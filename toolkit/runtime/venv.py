@@ -58,9 +58,10 @@ def _build(path: Path, packages: list[str], log: Callable[[str], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         log(f"creating runtime venv {path.name} ({', '.join(packages)}) ...")
-        _run([sys.executable, "-m", "venv", str(tmp)], "create the venv")
-        cmd = [str(venv_python(tmp)), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *packages]
-        _run(cmd, "install " + " ".join(packages))
+        _run([sys.executable, "-m", "venv", str(tmp)], "create the venv", log)
+        cmd = [str(venv_python(tmp)), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+               "--progress-bar", "off", *packages]
+        _run(cmd, "install " + " ".join(packages), log)
         (tmp / _COMPLETE).write_text("\n".join(packages) + "\n")
         if path.exists():
             shutil.rmtree(path)
@@ -71,12 +72,26 @@ def _build(path: Path, packages: list[str], log: Callable[[str], None]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        hint = " (is a package registry reachable?)" if "No matching distribution" in tail or "connection" in tail.lower() else ""
-        raise RuntimeProfileError(f"pip could not {what}{hint}: {tail}")
+# pip's lines worth showing while it works (the rest is noise: "Requirement already satisfied", hashes, wheels' URLs)
+_PIP_PROGRESS = ("Collecting ", "Processing ", "Downloading ", "Installing collected packages", "Successfully installed")
+
+
+def _run(cmd: list[str], what: str, log: Callable[[str], None]) -> None:
+    """Run `cmd`, passing pip's progress lines to `log` as they come; a failure names the last lines it printed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    for line in proc.stdout:
+        line = line.rstrip()
+        if not line:
+            continue
+        tail = (tail + [line])[-20:]
+        if line.lstrip().startswith(_PIP_PROGRESS):
+            log("  pip: " + line.strip()[:160])
+    if proc.wait() != 0:
+        last = " | ".join(tail[-3:])
+        hint = " (is a package registry reachable?)" if any(
+            "No matching distribution" in t or "connection" in t.lower() for t in tail) else ""
+        raise RuntimeProfileError(f"pip could not {what}{hint}: {last}")
 
 
 @contextlib.contextmanager
