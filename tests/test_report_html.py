@@ -58,7 +58,8 @@ def _result(status: str = "ok") -> dict:
         "limits": {"time_limit_s": 600, "memory_limit_mb": 8192, "note": "The memory limit approximates the grader."},
         "scores": {**scores, "input": "uint8"},
         "scores_by_input": {"uint8": scores["accuracy"], "float32": scores["accuracy"]},
-        "timing": {"import_s": 2.5, "load_s": 0.75, "clean_predict_s": 4.0, "images_per_s": 100.0, "wall_s": 8.0},
+        "timing": {"import_s": 2.5, "load_s": 0.75, "clean_predict_s": 4.0, "images_per_s": 100.0, "wall_s": 8.0,
+                   "images_within_limit": 59675},
         "peak_memory_mb": 812.0,
         "warnings": ["predictions differ between the uint8 and float32 inputs on 2 images"],
         "shift": {**shift.summarize(scores["accuracy"], table), "images_per_set": 200, "seed": 0},
@@ -116,6 +117,7 @@ def test_html_renders_the_key_numbers_in_chromium(tmp_path):
     assert f"shifted {100 * result['shift']['mean_accuracy']:.2f}%" in text
     assert f"{100 * result['scores']['macro_f1']:.2f}%" in text
     assert "OK" in text and "peak memory (MB)\t812" in text and "load the model\t0.75 s" in text
+    assert "images the time limit allows at this rate\t59,675" in text
     worst = result["shift"]["worst_corruption"]
     assert f"worst: {worst}" in text
     assert re.search(rf"{worst}\t" + r"\t".join([r"\d+\.\d\d%"] * 6), text), "the corruption table row is not laid out"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,8 @@ def test_good_submission_scores_what_the_model_scores_in_this_process(tmp_path, 
     assert out["inputs"]["contract/single"]["n"] == 1 and out["inputs"]["contract/odd"]["n"] == 7
     timing = out["timing"]
     assert timing["import_s"] >= 0 and timing["load_s"] >= 0 and timing["clean_predict_s"] > 0 and timing["images_per_s"] > 0
+    left = out["limits"]["time_limit_s"] - timing["import_s"] - timing["load_s"]
+    assert timing["images_within_limit"] == int(timing["images_per_s"] * left)
     assert out["peak_memory_mb"] > 0
     report = tmp_path / "report"
     assert json.loads((report / "scores.json").read_text()) == {
@@ -186,6 +189,7 @@ def test_progress_follows_the_child_through_every_input_set(tmp_path, heldout, c
     assert sum(k for k, _ in calls) == n and all(total == n for _, total in calls)
     result = CliRunner().invoke(main, ["simulate", str(zip_path), "--data", str(heldout[0]), "--profile", "local"])
     assert result.exit_code == 0 and "input sets predicted: 100%" in result.output  # the bar, on stderr
+    assert re.search(r"the time limit allows about [\d,]+ images in predict", result.output)
 
 
 def test_profile_defaults_to_the_one_the_zip_was_built_for(tmp_path, heldout, centroids):

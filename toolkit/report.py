@@ -195,6 +195,8 @@ def _flat_timing(timing: dict) -> list[tuple[str, str]]:
     rows = [(label, f"{timing[key]:.2f} s") for key, label in _TIMING_LABELS.items() if timing.get(key) is not None]
     if timing.get("images_per_s") is not None:
         rows.append(("images per second", f"{timing['images_per_s']:.1f}"))
+    if timing.get("images_within_limit") is not None:
+        rows.append(("images the time limit allows at this rate", f"{timing['images_within_limit']:,}"))
     return rows
 
 
@@ -286,6 +288,9 @@ def _text_timing(result: dict) -> list[str]:
     if limits:
         out.append(f"limits: {limits.get('time_limit_s'):g} s for import + load + predict; {limits.get('memory_limit_mb')} MB resident "
                    "memory (a budget that approximates the grader: the child is killed above it)")
+    if t.get("images_within_limit") is not None:
+        out.append(f"at this rate the time limit allows about {t['images_within_limit']:,} images in predict "
+                   "(on this machine; the grader's may be slower)")
     return out
 
 

@@ -94,7 +94,7 @@ def simulate(
         wall = time.perf_counter() - started
         plan.inputs.clear()  # close the memory maps before their folder goes
     result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
-    result["timing"] = _timing(outcome, plan, wall)
+    result["timing"] = _timing(outcome, plan, wall, time_limit)
     result["peak_memory_mb"] = outcome.peak_memory_mb
     result["sandbox"] = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail}
     if outcome.status != "ok" or outcome.failure is not None:
@@ -223,7 +223,7 @@ def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, o
     }
 
 
-def _timing(outcome, plan: _Plan, wall: float) -> dict:
+def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
     timing = dict(getattr(outcome, "timing", None) or {})
     predict = dict(timing.get("predict_s") or {})
     done = set(getattr(outcome, "outputs", None) or {})  # inputs whose predict returned
@@ -239,6 +239,11 @@ def _timing(outcome, plan: _Plan, wall: float) -> dict:
         "images_per_s": (clean_n / done_s) if done_s > 0 else None,
         "wall_s": wall,
     }
+    if out["images_per_s"] and out["import_s"] is not None and out["load_s"] is not None:
+        # What the time limit leaves for predict, at the measured rate: the hidden test must fit in it (d4 TTA
+        # divides it by 8; Codabench's machine may be slower than this one).
+        left = max(0.0, time_limit - out["import_s"] - out["load_s"])
+        out["images_within_limit"] = int(out["images_per_s"] * left)
     if plan.shift_names:
         out.update(shift_predict_s=shift_s, shift_corrupt_s=plan.shift_s)
     return out
