@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit.errors import ExportError
-from toolkit.fsutil import sha256_file, write_json
+from toolkit.fsutil import current_umask, sha256_file, write_json
 
 FORMATS = ("portable", "keras", "onnx")
 RUN_FILES = ("model_spec.json", "classes.json", "preprocessing.json", "best.weights.h5", "probe.npz")
@@ -64,9 +64,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, format
                           f"{parity['run_probe']['argmax_agreement']:.3f}): the weights, spec or preprocessing changed")
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export dir is an ordinary directory
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the export dir is an ordinary directory
     try:
         for name in COPIED:
             shutil.copy2(run_dir / name, tmp / name)

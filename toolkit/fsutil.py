@@ -25,7 +25,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.is_file():
-            tmp_path.chmod(0o666 & ~_umask())
+            tmp_path.chmod(0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -33,7 +33,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask (reading it means setting it; set it straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)

@@ -50,12 +50,7 @@ def perceptual_hashes(images: np.ndarray, workers: int | None = None, chunk: int
     if progress is not None:
         progress(0, n)
     if n < PARALLEL_MIN or workers <= 1:
-        parts = []
-        for s, e in bounds:
-            parts.append(_hash_range(images, s, e))
-            if progress is not None:
-                progress(e - s, n)
-        return _join(parts, n)
+        return _collect((_hash_range(images, s, e) for s, e in bounds), bounds, n, progress)
     global _SHARED
     ctx = _fork_context()
     _SHARED = images if ctx is not None else None
@@ -65,17 +60,18 @@ def perceptual_hashes(images: np.ndarray, workers: int | None = None, chunk: int
                 results = pool.map(_hash_shared, bounds)
             else:
                 results = pool.map(_hash_range, [images[s:e] for s, e in bounds], [0] * len(bounds), [e - s for s, e in bounds])
-            parts = []
-            for (s, e), part in zip(bounds, results):  # map yields in order, as each chunk finishes
-                parts.append(part)
-                if progress is not None:
-                    progress(e - s, n)
+            return _collect(results, bounds, n, progress)
     finally:
         _SHARED = None
-    return _join(parts, n)
 
 
-def _join(parts: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _collect(results, bounds: list[tuple[int, int]], n: int, progress) -> tuple[np.ndarray, np.ndarray]:
+    """Join per-chunk (pHash, dHash) results, which arrive in order, reporting each chunk as it comes."""
+    parts = []
+    for (s, e), part in zip(bounds, results):
+        parts.append(part)
+        if progress is not None:
+            progress(e - s, n)
     if not parts:
         return np.zeros(n, np.uint64), np.zeros(n, np.uint64)
     return np.concatenate([p for p, _ in parts]), np.concatenate([d for _, d in parts])

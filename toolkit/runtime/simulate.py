@@ -240,8 +240,8 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
         "wall_s": wall,
     }
     if out["images_per_s"] and out["import_s"] is not None and out["load_s"] is not None:
-        # What the time limit leaves for predict, at the measured rate: the hidden test must fit in it (d4 TTA
-        # divides it by 8; Codabench's machine may be slower than this one).
+        # What the time limit leaves for predict at the measured rate (the zip's own TTA included): the hidden test
+        # must fit in it, and Codabench's machine may be slower than this one.
         left = max(0.0, time_limit - out["import_s"] - out["load_s"])
         out["images_within_limit"] = int(out["images_per_s"] * left)
     if plan.shift_names:
