@@ -1,4 +1,4 @@
-"""Atomic file writing: nothing half-written ever appears under the final name."""
+"""Atomic file writing (nothing half-written ever appears under the final name), JSON, and the one sha256 helper set."""
 
 from __future__ import annotations
 
@@ -78,3 +78,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a text's UTF-8 bytes (how embedded source blocks are hashed)."""
+    return sha256_bytes(text.encode("utf-8"))

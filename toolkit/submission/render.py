@@ -1,4 +1,4 @@
-"""Render submission_template/ into a self-contained model.py, and read its embedded source blocks back."""
+"""Render the model.py templates (package data: toolkit/submission/templates/) into a self-contained model.py, and read its embedded source blocks back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from toolkit.errors import SubmissionError
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "submission_template"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TOOLKIT_DIR = Path(__file__).resolve().parents[1]
 EMBEDDED = ("preprocessing.py", "arch.py")
 BEGIN = "# ---- BEGIN toolkit/{name} sha256={sha} ----"

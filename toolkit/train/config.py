@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from toolkit.errors import ConfigError
+from toolkit.settings import check_settings
 
 MODELS = ("convnext_test", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
 NO_PRETRAINED = ("convnext_test",)  # variants without ImageNet weights
@@ -170,38 +169,8 @@ def _read_yaml(path: Path, text: str):
         raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
 
 
-def _field_types() -> dict[str, tuple[type, ...]]:
-    hints = typing.get_type_hints(TrainConfig)
-    out = {}
-    for f in fields(TrainConfig):
-        hint = hints[f.name]
-        out[f.name] = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    return out
-
-
 def _check(values: Mapping[str, Any], source: str) -> dict:
-    types_ = _field_types()
-    checked = {}
-    for key, value in values.items():
-        name = key.replace("-", "_")
-        if name not in types_:
-            close = [k for k in types_ if k.startswith(name[:3])]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"{source}: unknown setting '{key}'{hint}; known settings: {', '.join(sorted(types_))}, epochs")
-        checked[name] = _coerce(name, value, types_[name], source)
-    return checked
-
-
-def _coerce(name: str, value: Any, allowed: tuple[type, ...], source: str) -> Any:
-    for kind in allowed:
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind is str and isinstance(value, str):
-            return int(value) if int in allowed and value.isdigit() else value
-    wanted = " or ".join(k.__name__ for k in allowed)
-    raise ConfigError(f"{source}: setting '{name}' must be {wanted}, found {type(value).__name__} {value!r}")
+    return check_settings(TrainConfig, values, source, extra_known=("epochs",))
 
 
 def _check_epochs(value: Any, source: str) -> int | tuple[int, int]:

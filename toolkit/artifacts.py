@@ -1,0 +1,165 @@
+"""The artefacts cbtool writes and reads, as small path types: every file name lives here and nowhere else.
+
+- `RunDir`: what `cbtool train` writes (config, spec, classes, preprocessing, best weights, metrics, probe, state/).
+- `ExportDir`: what `cbtool export` writes (the same spec files plus the weights of each export format).
+- `FORMATS`: the export/submission formats and the one weights file each puts in a submission zip.
+- `SUBMISSION_FILES`: the fixed names inside a cbtool-built zip.
+
+TensorFlow-free; reading JSON here keeps the "missing or unreadable" messages in one shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import CbtoolError
+
+# Export format -> the weights file a submission of that format carries (the order is the canonical order).
+FORMATS = {"portable": "weights.npz", "keras": "model.keras", "onnx": "model.onnx"}
+# What each format's model.py imports besides numpy.
+FRAMEWORKS = {"portable": "tensorflow", "keras": "tensorflow", "onnx": "onnxruntime"}
+
+
+def weights_file(fmt: str) -> str:
+    """The weights file name of export format `fmt` (KeyError-free: unknown formats are a CbtoolError)."""
+    if fmt not in FORMATS:
+        raise CbtoolError(f"format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
+    return FORMATS[fmt]
+
+
+class SUBMISSION_FILES:  # noqa: N801 - a namespace of constants
+    """Names inside a submission zip."""
+
+    MODEL_PY = "model.py"
+    MANIFEST = "manifest.json"
+    METADATA = "metadata"
+
+
+@dataclass(frozen=True)
+class _ArtefactDir:
+    path: Path
+
+    def __init__(self, path: str | os.PathLike):
+        object.__setattr__(self, "path", Path(path))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def model_spec(self) -> Path:
+        return self.path / "model_spec.json"
+
+    @property
+    def classes(self) -> Path:
+        return self.path / "classes.json"
+
+    @property
+    def preprocessing(self) -> Path:
+        return self.path / "preprocessing.json"
+
+    @property
+    def probe(self) -> Path:
+        return self.path / "probe.npz"
+
+    def read_json(self, path: Path, error: type[CbtoolError] = CbtoolError) -> dict:
+        """A JSON file of this dir as a dict; a missing or unreadable file is `error` naming it."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise error(f"{path}: missing (is {self.path} a {self.kind}?)") from exc
+        except (OSError, ValueError) as exc:
+            raise error(f"{path}: not readable JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
+        return data
+
+    kind = "cbtool directory"
+
+
+class RunDir(_ArtefactDir):
+    """A training run dir (`cbtool train -o RUN`)."""
+
+    kind = "training run dir"
+    STATE_DIR = "state"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.path / "best.weights.h5"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.path / "confusion_matrix.png"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.path / "learning_curves.png"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / self.STATE_DIR
+
+    @property
+    def last_weights(self) -> Path:
+        return self.state_dir / "last.weights.h5"
+
+    @property
+    def optimizer_state(self) -> Path:
+        return self.state_dir / "optimizer.npz"
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def required(self) -> tuple[Path, ...]:
+        """What export needs from a finished run."""
+        return (self.model_spec, self.classes, self.preprocessing, self.best_weights, self.probe)
+
+    def looks_like(self) -> bool:
+        return self.best_weights.is_file()
+
+
+class ExportDir(_ArtefactDir):
+    """An export dir (`cbtool export RUN -o EXPORT`)."""
+
+    kind = "export dir"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def keras_weights(self) -> Path:
+        """The portable format's Keras 3 weights file (beside weights.npz)."""
+        return self.path / "model.weights.h5"
+
+    def weights(self, fmt: str) -> Path:
+        """The weights file of export format `fmt`."""
+        return self.path / weights_file(fmt)
+
+    def copied_from_run(self) -> tuple[str, ...]:
+        """The run files an export carries unchanged."""
+        return tuple(p.name for p in (self.model_spec, self.classes, self.preprocessing, self.probe))
+
+    def looks_like(self) -> bool:
+        return self.manifest.is_file() and self.model_spec.is_file()
