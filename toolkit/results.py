@@ -1,0 +1,61 @@
+"""Typed results: what every command produces, as dataclasses that `--json`, the text output and the HTML report
+all render from.
+
+Each result serialises with `to_dict()` to the JSON keys the command has always printed, plus `schema_version`
+(bumped when a key changes meaning; new keys are added without a bump). Nested results and `Issue`s serialise
+through their own `to_dict()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+
+def plain(value: Any) -> Any:
+    """`value` with every dataclass (a result, an Issue) turned into its dict, recursively."""
+    if hasattr(value, "to_dict") and dataclasses.is_dataclass(value):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+@dataclass
+class Result:
+    """Base of the typed results: `to_dict()` = the fields (minus `_hidden`), nested results as dicts, schema_version."""
+
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+    _hidden: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict:
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in self._hidden}
+        out["schema_version"] = self.schema_version
+        return out
+
+
+@dataclass
+class Issue:
+    """One finding: `code` (machine name), where (`file`, `symbol`), `expected`, `found`; `severity` error|warning."""
+
+    code: str
+    file: str
+    symbol: str
+    expected: str
+    found: str
+    severity: str = "error"
+
+    @property
+    def message(self) -> str:
+        where = f"{self.file}: {self.symbol}" if self.symbol else self.file
+        return f"{where}: expected {self.expected}; found {self.found}"
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "message": self.message}
