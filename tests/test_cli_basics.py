@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from toolkit.cli import main
+from toolkit.cli._common import profile_option, profiles_file_option
 
 HEAVY = ("tensorflow", "keras", "onnxruntime", "onnx", "tf2onnx", "matplotlib")
 
@@ -62,3 +63,16 @@ def test_usage_error_exit_code_and_json():
     proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "no-such-command", "--json"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["error"]["kind"] == "usage"
+
+
+def _option(decorator, name: str):
+    return next(p for p in decorator(lambda: None).__click_params__ if p.name == name)
+
+
+def test_shared_profile_options():
+    pinned, from_zip = _option(profile_option("an2dl-2024"), "profile_name"), _option(profile_option(None), "profile_name")
+    assert pinned.opts == ["--profile"] and pinned.default == "an2dl-2024" and pinned.show_default
+    assert "--profiles-file" in pinned.help
+    assert from_zip.default is None and "manifest.json" in from_zip.help
+    profiles_file = _option(profiles_file_option, "profiles_file")
+    assert profiles_file.opts == ["--profiles-file"] and profiles_file.default is None

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
 
 import click
 
 from toolkit import __version__
-from toolkit.errors import EXIT_USAGE
+from toolkit.cli._common import Output, fail
+
+# Each module registers its commands on `main` as it is imported.
+COMMAND_MODULES = ("data_cmds", "train_cmds", "export_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds")
 
 
 class _Group(click.Group):
-    """A group that reports usage errors as JSON when --json was asked for."""
+    """A group whose failures outside any command are still one line, or one JSON document under --json."""
 
     def main(self, args=None, **kwargs):  # noqa: D401 - click signature
         argv = list(sys.argv[1:] if args is None else args)
-        if "--json" in argv:
-            try:
-                return super().main(args=argv, standalone_mode=False, **kwargs)
-            except click.UsageError as exc:
-                click.echo(json.dumps({"error": {"type": "UsageError", "kind": "usage", "message": exc.format_message()}}, indent=2))
-                sys.exit(EXIT_USAGE)
-            except click.exceptions.Exit as exc:
-                sys.exit(exc.exit_code)
-            except click.Abort:
-                sys.exit(1)
-        return super().main(args=argv, **kwargs)
+        as_json = "--json" in argv
+        try:
+            # Under --json click must not print its own usage text, so its errors come back here instead.
+            return super().main(args=argv, standalone_mode=not as_json, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except (Exception, KeyboardInterrupt) as exc:
+            sys.exit(fail(Output(json=as_json, debug="--debug" in argv), exc))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,14 +39,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    import importlib
-
-    for module in ("data_cmds", "train_cmds", "export_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds"):
-        try:
-            importlib.import_module(f"toolkit.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"toolkit.cli.{module}":
-                raise
+    """Import every command module; a missing one is an ImportError that names it, not a silently absent command."""
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
 
 
 _register()

@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import click
 
-from toolkit.errors import EXIT_OK, CbtoolError
+from toolkit.errors import EXIT_ERROR, EXIT_OK, CbtoolError
 from toolkit.fsutil import json_default
+
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 @dataclass
@@ -72,7 +76,17 @@ class Result:
 
 
 def _emit_json(payload: dict) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=False, default=_json_default))
+    _echo(json.dumps(payload, indent=2, sort_keys=False, default=_json_default))
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """click.echo that survives a closed pipe (`cbtool inspect x --json | head -1`): the reader is gone, so stop talking."""
+    try:
+        click.echo(text, err=err)
+    except BrokenPipeError:
+        # Point the fd at devnull so the interpreter's final flush cannot print a BrokenPipeError of its own.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), (sys.stderr if err else sys.stdout).fileno())
 
 
 def _json_default(obj: Any):
@@ -95,8 +109,26 @@ def debug_option(fn):
     return click.option("--debug", is_flag=True, help="Show the full traceback instead of a one-line error.")(fn)
 
 
+def profiles_file_option(fn: Callable) -> Callable:
+    """--profiles-file PATH (parameter `profiles_file`): user-defined runtime profiles."""
+    return click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="TOML file with user-defined profiles.")(fn)
+
+
+def profile_option(default: str | None) -> Callable:
+    """--profile NAME (parameter `profile_name`); default None means "the zip's manifest.json, else an2dl-2024"."""
+    if default is None:
+        text = "Runtime profile (default: the one recorded in the zip's manifest.json, else an2dl-2024)."
+    else:
+        text = "Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file."
+    return click.option("--profile", "profile_name", default=default, show_default=default is not None, help=text)
+
+
 def cbtool_command(group: click.Group, name: str, **kwargs: Any) -> Callable:
-    """Register `fn(out, **options) -> Result` as a command with --json, --quiet and --debug."""
+    """Register `fn(out, **options) -> Result` as a command with --json, --quiet and --debug.
+
+    Every failure inside the command, printing its result included, leaves through `fail`: one line, or one JSON document.
+    """
 
     def decorator(fn: Callable[..., Result]) -> click.Command:
         @json_option
@@ -106,29 +138,54 @@ def cbtool_command(group: click.Group, name: str, **kwargs: Any) -> Callable:
         def wrapper(as_json: bool, quiet: bool, debug: bool, **options: Any) -> None:
             out = Output(json=as_json, quiet=quiet, debug=debug)
             try:
-                result = fn(out, **options)
-            except CbtoolError as exc:
-                _fail(out, exc.to_dict(), exc.exit_code, exc)
-            except KeyboardInterrupt:
-                _fail(out, {"type": "KeyboardInterrupt", "kind": "interrupted", "message": "interrupted"}, 130, None)
-            except click.exceptions.Exit:
-                raise
-            if as_json:
-                _emit_json(result.data)
-            elif result.human:
-                click.echo(result.human)
-            sys.exit(result.exit_code)
+                code = _emit(out, fn(out, **options))
+            except (click.exceptions.Exit, click.ClickException, click.Abort):
+                raise  # click's own: it prints usage errors (exit 2); under --json the group's main reports them
+            except (Exception, KeyboardInterrupt) as exc:
+                code = fail(out, exc)
+            sys.exit(code)
 
         return group.command(name, **kwargs)(wrapper)
 
     return decorator
 
 
-def _fail(out: Output, error: dict, code: int, exc: BaseException | None) -> None:
-    if out.debug and exc is not None:
+def _emit(out: Output, result: Result) -> int:
+    """Print the result (its JSON, or its human text) and return its exit code."""
+    if out.json:
+        _emit_json(result.data)
+    elif result.human:
+        _echo(result.human)
+    return result.exit_code
+
+
+def fail(out: Output, exc: BaseException) -> int:
+    """Report `exc` as one error line (under --json: one JSON document on stdout); the traceback only with --debug."""
+    error, code = _classify(exc)
+    if out.debug:
         traceback.print_exception(exc, file=sys.stderr)
     if out.json:
         _emit_json({"error": error})
+    elif error["kind"] == "internal":
+        hint = "" if out.debug else " (run with --debug for the traceback)"
+        _echo(f"error: internal error: {error['type']}: {error['message']}{hint}", err=True)
     else:
-        click.echo(f"error: {error['message']}", err=True)
-    sys.exit(code)
+        _echo(f"error: {error['message']}", err=True)
+    return code
+
+
+def _classify(exc: BaseException) -> tuple[dict, int]:
+    """The error document and exit code: cbtool's errors speak for themselves; anything unexpected is 'internal'."""
+    if isinstance(exc, CbtoolError):
+        return exc.to_dict(), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return {"type": "KeyboardInterrupt", "kind": "interrupted", "message": "interrupted"}, EXIT_INTERRUPTED
+    if isinstance(exc, click.Abort):
+        return {"type": "Abort", "kind": "interrupted", "message": "aborted"}, EXIT_ERROR
+    if isinstance(exc, click.ClickException):
+        # click names its usage errors differently across versions (NoSuchCommand, BadParameter...); the type stays put
+        kind, name = ("usage", "UsageError") if isinstance(exc, click.UsageError) else ("error", type(exc).__name__)
+        return {"type": name, "kind": kind, "message": exc.format_message()}, exc.exit_code
+    # A one-line promise: fold a multi-line message (some libraries' errors) onto one line.
+    message = " ".join(str(exc).split()) or "(no message)"
+    return {"type": type(exc).__name__, "kind": "internal", "message": message}, EXIT_ERROR

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command
+from toolkit.cli._common import Output, Result, cbtool_command, profiles_file_option
 
 
 @main.group("runtime")
@@ -15,14 +15,10 @@ def runtime_group() -> None:
     """Runtime profiles: the grader's Python environments (pinned venvs cached under the user cache dir)."""
 
 
-_PROFILES_FILE = click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                              help="TOML file with user-defined profiles.")
-
-
 @cbtool_command(runtime_group, "create", help="Build PROFILE's pinned venv once with pip (needs the package registry); reused afterwards.")
 @click.argument("profile_name", metavar="PROFILE")
-@_PROFILES_FILE
-def create_command(out: Output, profile_name: str, profiles_file) -> Result:
+@profiles_file_option
+def create_command(out: Output, profile_name: str, profiles_file: Path | None) -> Result:
     from toolkit.runtime.runtimes import create_runtime
 
     info = create_runtime(profile_name, profiles_file, log=out.info)
@@ -31,8 +27,8 @@ def create_command(out: Output, profile_name: str, profiles_file) -> Result:
 
 
 @cbtool_command(runtime_group, "list", help="Show every known profile and whether its runtime venv exists.")
-@_PROFILES_FILE
-def list_command(out: Output, profiles_file) -> Result:
+@profiles_file_option
+def list_command(out: Output, profiles_file: Path | None) -> Result:
     from toolkit.runtime.runtimes import list_runtimes
 
     rows = list_runtimes(profiles_file)
