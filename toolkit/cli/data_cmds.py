@@ -10,11 +10,12 @@ from toolkit.cli._common import Output, Result, cbtool_command
 _PICKLE_HELP = "Allow object arrays in the npz (AN2DL 2023 string labels). Unpickling runs code: trust the file first."
 
 
+@cbtool_command(main, "demo-data")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the npz.")
 @click.option("--n", "n", type=int, default=2400, show_default=True, help="Number of images, planted ones included.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed gives the same file.")
 @click.option("--truth", type=click.Path(dir_okay=False), help="Also write the ground truth of what was planted (JSON).")
-def _demo_data(out: Output, output, n, seed, truth) -> Result:
+def demo_data_command(out: Output, output, n, seed, truth) -> Result:
     """Write synthetic 8-class 96x96 blood-cell images (AN2DL 2024 schema) with planted duplicates, conflicts and memes."""
     from toolkit.data.demo import make_demo
     from toolkit.data.io import save_dataset
@@ -33,12 +34,13 @@ def _demo_data(out: Output, output, n, seed, truth) -> Result:
     return Result(data=data, human=f"wrote {output}: {len(ds)} images (planted: {counts})")
 
 
+@cbtool_command(main, "inspect")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
-def _inspect(out: Output, data, allow_pickle) -> Result:
+def inspect_command(out: Output, data, allow_pickle) -> Result:
     """Show shape, dtype, value range, class counts and the exact-duplicate count of a training npz."""
     from toolkit.data.io import load_dataset
-    from toolkit.data.report import describe
+    from toolkit.data.summary import describe
 
     info = describe(load_dataset(data, allow_pickle=allow_pickle))
     width = max(len(name) for name in info["class_counts"])
@@ -48,6 +50,7 @@ def _inspect(out: Output, data, allow_pickle) -> Result:
     return Result(data=info, human="\n".join(lines))
 
 
+@cbtool_command(main, "clean")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Cleaned npz (same schema as DATA). Required unless --dry-run.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Directory for report.json and PNG contact sheets.")
@@ -57,10 +60,10 @@ def _inspect(out: Output, data, allow_pickle) -> Result:
 @click.option("--pixel-threshold", type=float, help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
 @click.option("--drop-outliers", type=int, default=0, show_default=True, help="Also drop the N images most unlike their class.")
 @click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
-def _clean(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, drop_outliers, allow_pickle) -> Result:
+def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, drop_outliers, allow_pickle) -> Result:
     """Remove exact and near duplicates, conflicting labels and out-of-context clusters; report what and why."""
     from toolkit.data.clean import CleanConfig
-    from toolkit.data.report import clean_file
+    from toolkit.data.clean_report import clean_file
     from toolkit.errors import ConfigError
 
     if output is None and not dry_run:
@@ -79,13 +82,14 @@ def _clean(out: Output, data, output, report_dir, dry_run, conflicts, threshold,
     return Result(data=payload, human=human)
 
 
+@cbtool_command(main, "split")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--val", type=float, default=0.1, show_default=True, help="Validation fraction (per class).")
 @click.option("--test", type=float, default=0.0, show_default=True, help="Test fraction (per class); 0 writes no test.npz.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for train.npz, val.npz (and test.npz).")
 @click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
-def _split(out: Output, data, val, test, seed, out_dir, allow_pickle) -> Result:
+def split_command(out: Output, data, val, test, seed, out_dir, allow_pickle) -> Result:
     """Split stratified by class; near-duplicate groups never straddle train/val/test."""
     from toolkit.data.io import load_dataset
     from toolkit.data.split import split_dataset
@@ -95,9 +99,3 @@ def _split(out: Output, data, val, test, seed, out_dir, allow_pickle) -> Result:
     data_out = {**result.to_dict(ds), "seed": seed}
     human = "; ".join(f"{name} {s['n']} -> {s['path']}" for name, s in data_out["splits"].items())
     return Result(data=data_out, human=human + f"\n{result.groups_kept_together} duplicate groups kept within one split")
-
-
-demo_data_command = cbtool_command(main, "demo-data", help=_demo_data.__doc__)(_demo_data)
-inspect_command = cbtool_command(main, "inspect", help=_inspect.__doc__)(_inspect)
-clean_command = cbtool_command(main, "clean", help=_clean.__doc__)(_clean)
-split_command = cbtool_command(main, "split", help=_split.__doc__)(_split)

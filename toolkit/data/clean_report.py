@@ -99,22 +99,3 @@ def clean_file(data: str | Path, output: str | Path | None, report_dir: str | Pa
         written.update(write_report(report, ds, report_dir))
     timings["report"] = time.perf_counter() - t
     return report, {"dataset": ds, "written": written}
-
-
-def describe(ds: Dataset) -> dict:
-    """What `cbtool inspect` shows: shape, dtype, value range, class counts, exact-duplicate count."""
-    from toolkit.data.hashing import exact_groups, exact_hashes
-
-    groups = exact_groups(exact_hashes(ds.images))
-    _, counts = np.unique(groups, return_counts=True)
-    return {
-        "path": str(ds.source) if ds.source is not None else None,
-        "schema": ds.schema,
-        "n": len(ds),
-        "shape": list(ds.images.shape),
-        "dtype": str(ds.images.dtype),
-        "value_range": [int(ds.images.min()), int(ds.images.max())],
-        "class_counts": ds.class_counts(),
-        "exact_duplicates": int((counts - 1).sum()),
-        "exact_duplicate_groups": int((counts > 1).sum()),
-    }
