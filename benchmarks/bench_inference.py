@@ -4,7 +4,7 @@
 
 Candidates, each timed in its own fresh process (so peak RSS is its own):
 - keras_apps:   keras.applications.ConvNeXt* (weights=None), model.predict    (grouped Conv2D, slow on CPU)
-- cbtool_keras: toolkit.arch.build_model(spec), model.predict                 (DepthwiseConv2D)
+- cbtool_keras: toolkit.families.build_model(spec), model.predict             (DepthwiseConv2D)
 - cbtool_onnx:  the exported model.onnx in onnxruntime (CPUExecutionProvider, one thread per CPU, ORT's defaults
                 otherwise; the process imports no TensorFlow)
 - *_1t:         the same two with one intra-op thread each: a per-core comparison that load from other processes
@@ -92,10 +92,12 @@ def _one(name: str, args) -> dict:
         if name == "keras_apps":
             import keras
 
-            builder = getattr(keras.applications, "ConvNeXt" + args.variant.split("_")[1].capitalize())
+            from toolkit.families import get_variant
+
+            builder = getattr(keras.applications, get_variant(args.variant).keras_app)
             model = builder(weights=None, classes=8, input_shape=(args.input_size, args.input_size, 3))
         else:
-            from toolkit.arch import build_model
+            from toolkit.families import build_model
 
             model = build_model(_spec(args.variant, args.input_size))
 
@@ -108,8 +110,8 @@ def _one(name: str, args) -> dict:
 
 def _export_onnx(args, path: Path) -> None:
     """Convert the cbtool network to ONNX the way `cbtool export` does (tf2onnx on the erf-GELU twin)."""
-    from toolkit.arch import build_model
     from toolkit.export import _convert_onnx
+    from toolkit.families import build_model
 
     spec = _spec(args.variant, args.input_size)
     _convert_onnx(build_model(spec), spec, path)
@@ -126,8 +128,11 @@ def _child(name: str, args, extra: list[str]) -> dict:
 
 
 def main() -> None:
+    from toolkit.families import pretrained_variants
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="convnext_tiny")
+    parser.add_argument("--variant", default="convnext_tiny", choices=pretrained_variants(),
+                        help="a variant with a keras.applications counterpart")
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="timed passes inside each process")

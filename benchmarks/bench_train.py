@@ -76,8 +76,10 @@ def _child(mode: str, model_name: str, n: int, batch: int, epochs: int) -> dict:
 
 
 def main() -> None:
+    from toolkit.families import variant_names
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="convnext_tiny")
+    parser.add_argument("--model", default="convnext_tiny", choices=variant_names())
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per child (after one warm-up epoch)")

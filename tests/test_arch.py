@@ -1,4 +1,4 @@
-"""toolkit.arch and toolkit.train.models: the core-layer ConvNeXt, its weights file, ImageNet weight mapping."""
+"""toolkit.arch and toolkit.train.models: the core-layer ConvNeXt, its weights file, weights files and the spec."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT
 from toolkit.errors import ConfigError
-from toolkit.train.models import NOTOP_SHA256, create_model, model_spec
+from toolkit.families import get_variant
+from toolkit.train.models import create_model, model_spec
 
 CLASSES = ["a", "b", "c"]
 
@@ -85,32 +86,6 @@ def test_onnx_friendly_twin_computes_the_same_function():
     assert np.abs(model.predict(x, verbose=0) - twin.predict(x, verbose=0)).max() < 1e-5
 
 
-def test_imagenet_mapping_matches_keras_applications_via_local_notop_file(tmp_path):
-    """A randomised keras.applications ConvNeXtTiny saved as a legacy notop .h5 (the format Keras downloads), loaded
-    with weights=PATH: our network up to its head LayerNorm equals keras' include_top=False, pooling='avg' output."""
-    import h5py
-    import keras
-    from keras.src.legacy.saving import legacy_h5_format
-
-    spec = model_spec("convnext_tiny", 3, CLASSES, input_size=64)
-    reference = keras.applications.ConvNeXtTiny(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
-    rng = np.random.default_rng(0)
-    for var in reference.weights:  # LayerScale gammas and LayerNorms far from their init, so the mapping matters
-        shape = tuple(var.shape)
-        scale = 0.5 if len(shape) == 1 else 1 / np.sqrt(np.prod(shape[:-1]))
-        var.assign((rng.standard_normal(shape) * scale + (0.5 if len(shape) == 1 else 0)).astype(np.float32))
-    path = tmp_path / "convnext_tiny_notop.h5"
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
-    model = create_model(spec, weights=str(path))
-    features = keras.Model(model.input, model.get_layer("head_ln").output)
-    x = _images(8, size=64)
-    expected = reference.predict(x, verbose=0)
-    got = features.predict(x, verbose=0)
-    assert np.abs(expected).max() > 0.5  # not a degenerate probe
-    assert np.abs(got - expected).max() <= 1e-4
-
-
 def test_local_cbtool_weights_file(tmp_path):
     spec = model_spec("convnext_test", 3, CLASSES)
     source = _perturbed(create_model(spec))
@@ -147,21 +122,12 @@ def test_offline_imagenet_message(tmp_path):
     assert "Downloading" not in proc.stdout  # Keras' download chatter goes to stderr: stdout stays pure for --json
     message = proc.stdout.split("MESSAGE", 1)[1]
     assert str(tmp_path / "kh" / "models" / "convnext_tiny_notop.h5") in message
-    assert NOTOP_SHA256["convnext_tiny"] in message
+    assert get_variant("convnext_tiny").imagenet.sha256 in message
     assert "--weights PATH" in message and "convnext_tiny_notop.h5" in message
 
 
-def test_notop_hashes_are_keras_own():
-    from keras.src.applications.convnext import WEIGHTS_HASHES
-
-    assert NOTOP_SHA256 == {name: hashes[1] for name, hashes in WEIGHTS_HASHES.items() if name in NOTOP_SHA256}
-
-
-def test_registry_matches_arch_table():
-    from toolkit import arch
-    from toolkit.train.models import VARIANTS
-
-    assert {k: (v["depths"], v["dims"]) for k, v in VARIANTS.items()} == {k: (v["depths"], v["dims"]) for k, v in arch.VARIANTS.items()}
+def test_model_spec_from_the_registry():
+    """(The registry itself, and the ImageNet mapping from keras.applications: tests/test_families.py.)"""
     spec = model_spec("convnext_small", 2, ["x", "y"], input_size=128, dropout=0.3)
     assert spec == {"arch_version": 1, "variant": "convnext_small", "depths": [3, 3, 27, 3], "dims": [96, 192, 384, 768],
                     "input_size": 128, "num_classes": 2, "dropout": 0.3, "class_names": ["x", "y"]}

@@ -15,7 +15,7 @@ from toolkit.train.config import resolve_config
 tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
 
-from toolkit.train.fit import make_optimizer, set_trainable, train  # noqa: E402
+from toolkit.train.fit import make_optimizer, train  # noqa: E402
 
 RUN_FILES = {"config.json", "model_spec.json", "classes.json", "preprocessing.json", "best.weights.h5", "history.json",
              "metrics.json", "confusion_matrix.png", "learning_curves.png", "probe.npz", "state"}
@@ -99,19 +99,11 @@ def test_resume_continues_the_epoch_count(tmp_path):
         train(data, None, None, tmp_path / "run", resume=True, verbose=False)
 
 
-def test_phase_freezing_and_weight_decay_exclusion():
+def test_weight_decay_exclusion():
+    """(The phase freezing rule is the family's: tests/test_families.py.)"""
     from toolkit.train.models import create_model, model_spec
 
     model = create_model(model_spec("convnext_test", 3, ["a", "b", "c"]), weights="none")
-    total = len(model.trainable_weights)
-    set_trainable(model, 1)
-    head = len(model.trainable_weights)
-    assert 0 < head < total and model.layers[-1].trainable
-    set_trainable(model, 2, unfreeze=1)
-    last_stage = len(model.trainable_weights)
-    assert head < last_stage < total
-    set_trainable(model, 2, "all")
-    assert len(model.trainable_weights) == total
     # zero gradients: AdamW changes only the variables it decays
     optimizer = make_optimizer(_config(weight_decay=0.5), 0.1, total_steps=10, warmup_steps=0)
     variables = model.trainable_variables

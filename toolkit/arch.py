@@ -18,7 +18,8 @@ GELU lowers to `Erfc`, which tf2onnx cannot convert either. Here the network is
     -> head: GlobalAveragePooling2D -> LayerNorm -> Dropout -> Dense softmax (float32).
 
 Layer names are deterministic (`stem_conv`, `stage_2_block_5_pw2`, `downsampling_0_conv`, `head_dense`),
-so weights can be moved by name between builds, Keras versions and the ONNX-friendly twin.
+so weights can be moved by name between builds, Keras versions and the ONNX-friendly twin. The variants' depths
+and dims are named in cbtool's family registry (toolkit/families) and reach this file through the spec.
 """
 
 import numpy as np
@@ -31,14 +32,6 @@ LAYER_NORM_EPS = 1e-6
 LAYER_SCALE_INIT = 1e-6
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-VARIANTS = {
-    "convnext_test": {"depths": [1, 1, 2, 1], "dims": [8, 16, 32, 64]},
-    "convnext_tiny": {"depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768]},
-    "convnext_small": {"depths": [3, 3, 27, 3], "dims": [96, 192, 384, 768]},
-    "convnext_base": {"depths": [3, 3, 27, 3], "dims": [128, 256, 512, 1024]},
-    "convnext_large": {"depths": [3, 3, 27, 3], "dims": [192, 384, 768, 1536]},
-}
 
 _NPZ_MARKER = "__cbtool_weights__"
 

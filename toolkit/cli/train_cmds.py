@@ -7,14 +7,16 @@ import click
 from toolkit.cli import main
 from toolkit.cli._common import Output, Result, cbtool_command
 from toolkit.errors import ConfigError
-from toolkit.train.config import CHOICES
+from toolkit.families import pretrained_variants, variant_names
+from toolkit.train.config import CHOICES, TrainConfig
 
 
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML file of settings (flags override it).")
-@click.option("--model", type=click.Choice(CHOICES["model"]), help="Architecture variant (default convnext_tiny).")
-@click.option("--weights", help="imagenet, none, or a weights file (default: imagenet, none for convnext_test).")
+@click.option("--model", type=click.Choice(variant_names()), help=f"Architecture variant (default {TrainConfig.model}).")
+@click.option("--weights", help="imagenet, none, or a weights file (default: imagenet where the variant has it: "
+                                f"{', '.join(pretrained_variants())}; else none).")
 @click.option("--epochs", help="Total epochs N, or N1,N2 for phase 1 (head only) and phase 2 (fine-tuning).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--input-size", type=int, help="Network input size; images are resized by the recorded preprocessing.")

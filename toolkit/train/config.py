@@ -1,6 +1,6 @@
 """The training configuration: typed defaults, then an optional TOML/YAML file, then command-line overrides.
 
-The resolved configuration is written to every run dir (`config.json`), and `--resume` reads it back from there.
+The resolved configuration is written to every run dir (`RunDir.config`), and `--resume` reads it back from there.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from toolkit.artifacts import RunDir
 from toolkit.errors import ConfigError
+from toolkit.families import pretrained_variants, variant_names
 from toolkit.settings import check_settings
 
-MODELS = ("convnext_test", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
-NO_PRETRAINED = ("convnext_test",)  # variants without ImageNet weights
 # Training from scratch wants a much higher rate than fine-tuning: on the demo data convnext_test reached 95.2% in
 # 10 epochs at lr2=1e-4 and 99.7% in 4 at 2e-3.
 SCRATCH_LR = 2e-3
 CHOICES = {
-    "model": MODELS,
+    "model": variant_names(),
     "resize": ("bilinear", "nearest"),
     "class_weights": ("balanced", "none"),
     "augment": ("none", "basic", "strong", "robust"),
@@ -106,7 +106,7 @@ def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] 
     values.update(_check(cli, "command line"))
     config = TrainConfig(**values)
     if config.weights == "auto":
-        config.weights = "none" if config.model in NO_PRETRAINED else "imagenet"
+        config.weights = "imagenet" if config.model in pretrained_variants() else "none"
     if config.weights == "none" and "lr2" not in values:
         config.lr2 = SCRATCH_LR
     if isinstance(epochs, int):
@@ -148,8 +148,8 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def load_saved_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved config a previous `cbtool train` wrote to `run_dir/config.json`."""
-    path = Path(run_dir) / "config.json"
+    """The resolved config a previous `cbtool train` wrote to its run dir (`RunDir.config`)."""
+    path = RunDir(run_dir).config
     if not path.is_file():
         raise ConfigError(f"{path}: no saved config; is {run_dir} a cbtool run dir?")
     data = read_config_file(path)

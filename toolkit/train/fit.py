@@ -1,9 +1,9 @@
-"""Two-phase ConvNeXt fine-tuning into a run dir, resumable epoch by epoch.
+"""Two-phase fine-tuning of a registry model (toolkit.families) into a run dir, resumable epoch by epoch.
 
 Phase 1 trains the head on a frozen backbone with the higher learning rate; phase 2 unfreezes the backbone (or its
-last N stages) with the lower one. Both use AdamW (or Lion) with weight decay kept off norms, biases and layer-scale
-gammas, cosine decay with linear warmup, label smoothing, class weights, and early stopping on validation accuracy
-that restores the best weights. On a GPU: mixed precision and XLA; on more than one GPU: MirroredStrategy.
+last N stages; the family's freezing rule says which layers) with the lower one. Both use AdamW (or Lion) with weight
+decay kept off norms, biases and layer-scale gammas, cosine decay with linear warmup, label smoothing, class weights,
+and early stopping on validation accuracy that restores the best weights. On a GPU: mixed precision and XLA; on more than one GPU: MirroredStrategy.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.artifacts import RunDir
 from toolkit.data.io import Dataset
 from toolkit.errors import ConfigError, DataError
+from toolkit.families import family_of
 from toolkit.train import pipeline, rundir
 from toolkit.train.config import TrainConfig, load_saved_config
 
@@ -109,7 +111,7 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     spec = _model_spec(config, train_set.class_names)
     # Build first: a failure to get the weights (offline imagenet, a bad path) leaves no run dir behind that would
     # make the corrected command ask for --resume.
-    model = _build(spec, config, devices, resume_from=run_dir / rundir.LAST_WEIGHTS if resume else None)
+    model = _build(spec, config, devices, resume_from=RunDir(run_dir).last_weights if resume else None)
     if not resume:
         rundir.write_setup(run_dir, config, spec)
         state = rundir.new_state(fingerprint)
@@ -137,22 +139,22 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
     weights = pipeline.class_weight_vector(train_set.labels, train_set.num_classes, config.class_weights)
     val_ds = pipeline.eval_dataset(val_set.images, val_set.labels, val_set.num_classes, input_size=config.input_size,
                                    resize=config.resize, batch_size=config.batch_size)
-    state = tracker.state
+    state, paths = tracker.state, RunDir(tracker.run_dir)
     bounds = [(1, 0, config.epochs1, config.lr1), (2, config.epochs1, config.total_epochs, config.lr2)]
     for phase, start, end, lr in bounds:
         if end <= start or state["epoch"] >= end:
             continue
         mid_phase = state["epoch"] > start
-        if not mid_phase and (tracker.run_dir / rundir.BEST_WEIGHTS).exists():
-            tracker.load_into_model(model, tracker.run_dir / rundir.BEST_WEIGHTS)  # phase 2 starts from phase 1's best
-        set_trainable(model, phase, config.unfreeze)
+        if not mid_phase and paths.best_weights.exists():
+            tracker.load_into_model(model, paths.best_weights)  # phase 2 starts from phase 1's best
+        family_of(config.model).module().set_trainable(model, phase, config.unfreeze)
         with devices["strategy"].scope():
             optimizer = make_optimizer(config, lr, total_steps=steps * (end - start), warmup_steps=int(config.warmup_epochs * steps))
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
             model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                           jit_compile=devices["xla"])
             if mid_phase:
-                rundir.restore_optimizer(model, model.optimizer, tracker.run_dir / rundir.OPTIMIZER_STATE)
+                rundir.restore_optimizer(model, model.optimizer, paths.optimizer_state)
         tracker.begin_phase(phase, end, reset_wait=not mid_phase)
         train_ds = pipeline.train_dataset(
             train_set.images, train_set.labels, train_set.num_classes, input_size=config.input_size, resize=config.resize,
@@ -166,8 +168,8 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
             return
         state["epoch"], state["wait"] = end, 0  # early stopping ends the phase
         rundir.save_state(tracker.run_dir, state)
-    if (tracker.run_dir / rundir.BEST_WEIGHTS).exists():
-        tracker.load_into_model(model, tracker.run_dir / rundir.BEST_WEIGHTS)
+    if paths.best_weights.exists():
+        tracker.load_into_model(model, paths.best_weights)
 
 
 def make_optimizer(config: TrainConfig, lr: float, total_steps: int, warmup_steps: int):
@@ -185,58 +187,6 @@ def make_optimizer(config: TrainConfig, lr: float, total_steps: int, warmup_step
     optimizer = kind(learning_rate=schedule, weight_decay=config.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
     return optimizer
-
-
-def set_trainable(model, phase: int, unfreeze: int | str = "all") -> None:
-    """Phase 1: only the head (pooling onwards) trains. Phase 2: everything, or the head and the last N stages."""
-    layers = _leaf_layers(model)
-    head = _head_start(layers)
-    for container in _containers(model):
-        container.trainable = True
-    if phase == 2 and unfreeze == "all":
-        for layer in layers:
-            layer.trainable = True
-        return
-    keep: set[int] = set()
-    if phase == 2:
-        stages = sorted({s for s in (_stage_of(layer.name) for layer in layers[:head]) if s is not None})
-        if not stages:
-            raise ConfigError(f"unfreeze={unfreeze}: cannot find stage names in model {model.name}")
-        keep = set(stages[-int(unfreeze):])
-    for i, layer in enumerate(layers):
-        layer.trainable = i >= head or _stage_of(layer.name) in keep
-
-
-def _leaf_layers(model) -> list:
-    out = []
-    for layer in model.layers:
-        out.extend(_leaf_layers(layer) if hasattr(layer, "layers") and layer.layers else [layer])
-    return out
-
-
-def _containers(model) -> list:
-    out = [model]
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            out.extend(_containers(layer))
-    return out
-
-
-def _head_start(layers) -> int:
-    for i, layer in enumerate(layers):
-        if "GlobalAveragePooling" in type(layer).__name__ or "head" in layer.name:
-            return i
-    raise ConfigError("cannot find the head (global pooling) of the model to freeze the backbone")
-
-
-def _stage_of(name: str) -> int | None:
-    import re
-
-    match = re.search(r"stages?_(\d+)", name)
-    if match:
-        return int(match.group(1))
-    match = re.search(r"downsampl\w*?_(\d+)", name)  # the downsampling in front of stage i+1
-    return int(match.group(1)) + 1 if match else None
 
 
 def _model_spec(config: TrainConfig, class_names: list[str]) -> dict:
@@ -264,12 +214,12 @@ def _build(spec: dict, config: TrainConfig, devices: dict, resume_from: Path | N
 
 
 def _twin(spec: dict):
-    """A float32 copy of the network from toolkit.arch: what the run dir's weight files are saved from.
+    """A float32 copy of the network from its family's arch source: what the run dir's weight files are saved from.
 
     Saving the training model itself would also store its optimizer slots (3x the size) and a mixed-precision model
     if there is one; the export and the submission load these files into exactly this network.
     """
-    from toolkit.arch import build_model
+    from toolkit.families import build_model
 
     return build_model(spec)
 
@@ -306,12 +256,11 @@ def _compute_capability(gpu) -> float:
 
 
 def _finish(run_dir: Path, spec: dict, val_set: Dataset, state: dict, config: TrainConfig, tracker) -> dict:
-    """Rebuild the float32 network with toolkit.arch (as export will), load the best weights, evaluate, write files."""
-    from toolkit.arch import build_model
+    """Rebuild the float32 network from its arch source (as export will), load the best weights, evaluate, write files."""
+    from toolkit.families import build_model
 
-    best = run_dir / rundir.BEST_WEIGHTS
     model = build_model(spec)
-    model.load_weights(best)
+    model.load_weights(RunDir(run_dir).best_weights)
     val_ds = pipeline.eval_dataset(val_set.images, val_set.labels, val_set.num_classes, input_size=config.input_size,
                                    resize=config.resize, batch_size=config.batch_size)
     probs = np.asarray(model.predict(val_ds.map(lambda x, y: x), verbose=0), dtype=np.float32)
@@ -369,14 +318,15 @@ class _TrackerMixin:
             value = row[key]
             history[key].append(float(value) if isinstance(value, (float, np.floating)) or hasattr(value, "numpy") else value)
         self.twin.set_weights(self.model.get_weights())
+        paths = RunDir(self.run_dir)
         if state["best_val_accuracy"] is None or val_acc > state["best_val_accuracy"]:
             state["best_val_accuracy"], state["best_epoch"], state["wait"] = val_acc, epoch + 1, 0
-            rundir.save_weights(self.twin, self.run_dir / rundir.BEST_WEIGHTS)
+            rundir.save_weights(self.twin, paths.best_weights)
         else:
             state["wait"] += 1
         state["epoch"] = epoch + 1
-        rundir.save_weights(self.twin, self.run_dir / rundir.LAST_WEIGHTS)
-        rundir.save_optimizer(self.model.optimizer, self.run_dir / rundir.OPTIMIZER_STATE)
+        rundir.save_weights(self.twin, paths.last_weights)
+        rundir.save_optimizer(self.model.optimizer, paths.optimizer_state)
         rundir.save_state(self.run_dir, state)
         self.epochs_run += 1
         if self.patience and state["wait"] >= self.patience:

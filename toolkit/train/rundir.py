@@ -1,8 +1,8 @@
-"""The files of a training run dir, and the final evaluation that fills metrics.json, the plots and probe.npz.
+"""Writing and reading a training run dir, and the final evaluation that fills its metrics, plots and probe.
 
-Layout (contract with export/simulate, see PLAN.md): config.json, model_spec.json, classes.json,
-preprocessing.json, best.weights.h5, history.json, metrics.json, confusion_matrix.png, learning_curves.png,
-probe.npz, and state/ (last.weights.h5, optimizer.npz, state.json) for --resume.
+The layout (the contract with export and simulate) is `toolkit.artifacts.RunDir`: the config, spec, classes and
+preprocessing files, the best weights, history, metrics, the two plots, the probe, and state/ (last weights,
+optimizer slots, training state) for --resume.
 """
 
 from __future__ import annotations
@@ -12,35 +12,33 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.artifacts import RunDir
 from toolkit.errors import ConfigError
 from toolkit.fsutil import atomic_path, write_json
 
-STATE_DIR = "state"
-BEST_WEIGHTS = "best.weights.h5"
-LAST_WEIGHTS = f"{STATE_DIR}/last.weights.h5"
-OPTIMIZER_STATE = f"{STATE_DIR}/optimizer.npz"
-STATE_FILE = f"{STATE_DIR}/state.json"
 HISTORY_KEYS = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
 def check_fresh(run_dir: Path) -> None:
     """Refuse to start a new run on top of an existing one."""
-    if (run_dir / "config.json").exists() or (run_dir / STATE_FILE).exists():
+    paths = RunDir(run_dir)
+    if paths.config.exists() or paths.state.exists():
         raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it, or choose another -o")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a directory")
 
 
 def write_setup(run_dir: Path, config, spec: dict) -> None:
-    """config.json, model_spec.json, classes.json and preprocessing.json: everything known before training."""
+    """The config, model spec, classes and preprocessing files: everything known before training."""
     from toolkit.provenance import preprocessing_sha256
 
+    paths = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", config.to_dict())
-    write_json(run_dir / "model_spec.json", spec)
-    write_json(run_dir / "classes.json", {"class_names": list(spec["class_names"])})
+    write_json(paths.config, config.to_dict())
+    write_json(paths.model_spec, spec)
+    write_json(paths.classes, {"class_names": list(spec["class_names"])})
     write_json(
-        run_dir / "preprocessing.json",
+        paths.preprocessing,
         {"input_size": config.input_size, "resize": config.resize, "source_sha256": preprocessing_sha256()},
     )
 
@@ -59,14 +57,14 @@ def new_state(data_sha256: str) -> dict:
 
 
 def read_state(run_dir: Path) -> dict:
-    path = run_dir / STATE_FILE
+    path = RunDir(run_dir).state
     if not path.is_file():
         raise ConfigError(f"{path}: no saved training state to resume from (was the run started with cbtool train -o {run_dir}?)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def save_state(run_dir: Path, state: dict) -> None:
-    write_json(run_dir / STATE_FILE, state)
+    write_json(RunDir(run_dir).state, state)
 
 
 def save_weights(model, path: Path) -> None:
@@ -107,20 +105,21 @@ def probe_indices(labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def write_results(run_dir: Path, val, probs: np.ndarray, history: dict, probe_size: int, extra: dict) -> dict:
-    """metrics.json, history.json, probe.npz and the two PNGs from the validation softmax of the best model."""
+    """Metrics, history, probe and the two plots, from the validation softmax of the best model."""
     from toolkit.train.metrics import classification_metrics, plot_confusion_matrix, plot_learning_curves
 
     predictions = probs.argmax(axis=1)
     metrics = classification_metrics(val.labels, predictions, val.class_names)
     metrics.update(extra)
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "history.json", history)
+    paths = RunDir(run_dir)
+    write_json(paths.metrics, metrics)
+    write_json(paths.history, history)
     idx = probe_indices(val.labels, probe_size)
-    with atomic_path(run_dir / "probe.npz", suffix=".npz") as tmp:
+    with atomic_path(paths.probe, suffix=".npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, images=val.images[idx], labels=val.labels[idx].astype(np.int64), probs=probs[idx].astype(np.float32))
-    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), val.class_names, run_dir / "confusion_matrix.png",
+    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), val.class_names, paths.confusion_png,
                           title=f"validation, accuracy {metrics['accuracy']:.3f}")
     phase1 = sum(1 for p in history.get("phase", []) if p == 1)
-    plot_learning_curves(history, run_dir / "learning_curves.png", phase_boundary=phase1 if 0 < phase1 < len(history["phase"]) else None)
+    plot_learning_curves(history, paths.curves_png, phase_boundary=phase1 if 0 < phase1 < len(history["phase"]) else None)
     return metrics
