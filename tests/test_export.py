@@ -15,6 +15,10 @@ from toolkit.export import export_run, parse_formats
 from toolkit.fsutil import sha256_file
 
 
+MANIFEST_KEYS = ("cbtool_export", "created", "run_dir", "formats", "fp16", "model", "versions", "preprocessing", "arch",
+                 "parity", "files", "notes")
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return make_run_dir(tmp_path_factory.mktemp("run") / "run")
@@ -28,7 +32,7 @@ def test_parse_formats():
 
 def test_convnext_tiny_exports_in_all_formats(tmp_path):
     run = make_run_dir(tmp_path / "run", variant="convnext_tiny", n_probe=4)
-    manifest = export_run(run, tmp_path / "export", ["portable", "keras", "onnx"])
+    manifest = export_run(run, tmp_path / "export", ["portable", "keras", "onnx"]).to_dict()
     out = tmp_path / "export"
     expected = {"manifest.json", "model_spec.json", "classes.json", "preprocessing.json", "probe.npz",
                 "model.weights.h5", "weights.npz", "model.keras", "model.onnx"}
@@ -45,6 +49,7 @@ def test_convnext_tiny_exports_in_all_formats(tmp_path):
     from conftest import ROOT
 
     assert manifest["arch"]["sha256"] == sha256_file(ROOT / "toolkit" / "arch.py")
+    assert manifest["arch"]["source"] == "toolkit/arch.py" and manifest["model"]["input_layer"] == "cbtool_input_norm"
     # a dynamic batch: onnxruntime runs 1 and 3 images through the same file
     import onnxruntime as ort
 
@@ -58,12 +63,12 @@ def test_convnext_tiny_exports_in_all_formats(tmp_path):
 def test_fp16_halves_weights_and_records_agreement(run_dir, tmp_path):
     full = export_run(run_dir, tmp_path / "fp32", ["portable"])
     half = export_run(run_dir, tmp_path / "fp16", ["portable", "keras"], fp16=True)
-    assert "model.keras and model.onnx stay float32" in half["notes"][0]
+    assert "model.keras and model.onnx stay float32" in half.notes[0]
     with np.load(tmp_path / "fp16" / "weights.npz") as data:
         assert data["stage_0_block_0_pw1/0"].dtype == np.float16
-    assert half["files"]["weights.npz"]["bytes"] < 0.6 * full["files"]["weights.npz"]["bytes"]
-    assert half["files"]["model.weights.h5"]["bytes"] < full["files"]["model.weights.h5"]["bytes"]
-    parity = half["parity"]["portable"]
+    assert half.files["weights.npz"]["bytes"] < 0.6 * full.files["weights.npz"]["bytes"]
+    assert half.files["model.weights.h5"]["bytes"] < full.files["model.weights.h5"]["bytes"]
+    parity = half.parity["portable"]
     assert parity["dtype"] == "float16"
     for key in ("weights_h5", "weights_npz"):
         assert 0 < parity[key]["max_abs_diff"] < 1e-2 and parity[key]["argmax_agreement"] >= 0.75
@@ -102,7 +107,10 @@ def test_cli_json_and_re_export_replaces(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["formats"] == ["portable", "onnx"] and (target / "model.onnx").is_file()
-    assert json.loads((target / "manifest.json").read_text())["files"] == manifest["files"]
+    on_disk = json.loads((target / "manifest.json").read_text())
+    assert on_disk["files"] == manifest["files"]
+    # --json is the manifest plus the result schema version; the file itself keeps the manifest's keys
+    assert list(manifest) == [*MANIFEST_KEYS, "schema_version"] and list(on_disk) == list(MANIFEST_KEYS)
     result = runner.invoke(main, ["export", str(run_dir), "-o", str(target)])
     assert result.exit_code == 0, result.output
     assert not (target / "model.onnx").exists() and "weights_npz" in result.output

@@ -1,37 +1,61 @@
 """`cbtool export`: turn a training run dir into an export dir, checking every written format against the probe.
 
-Formats (PLAN.md "Export dir"):
-- portable: model.weights.h5 (Keras 3) + weights.npz (named arrays, Keras 2 and 3) + model_spec.json; model.py
-  rebuilds the network with toolkit.arch and loads one of them. Works on Keras 3.4.1 as on the newest Keras.
-- keras: model.keras, the full inference model (loads only where the Keras version is close to ours).
-- onnx: model.onnx from the ONNX-friendly twin (erf GELU) via tf2onnx, opset 15, dynamic batch, checked with
-  onnx.checker and onnxruntime: identical argmax and max abs diff <= 1e-4 on the probe, or the export fails.
+Formats (the files are `toolkit.artifacts.ExportDir`'s):
+- portable: Keras 3 weights + named-array weights (Keras 2 and 3) + the model spec; model.py rebuilds the network
+  with the family's arch source and loads one of them. Works on Keras 3.4.1 as on the newest Keras.
+- keras: the full inference model (loads only where the Keras version is close to ours).
+- onnx: from the ONNX-friendly twin (erf GELU) via tf2onnx, opset 15, dynamic batch, checked with onnx.checker and
+  onnxruntime: identical argmax and max abs diff <= 1e-4 on the probe, or the export fails.
 --fp16 stores the portable weight files as float16 (cast back to float32 at load); the agreement is recorded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from toolkit import artifacts
+from toolkit.artifacts import ExportDir, RunDir
 from toolkit.errors import ExportError
+from toolkit.families import Family, family_of, get_variant
 from toolkit.fsutil import current_umask, sha256_file, write_json
+from toolkit.results import Result
 
-FORMATS = ("portable", "keras", "onnx")
-RUN_FILES = ("model_spec.json", "classes.json", "preprocessing.json", "best.weights.h5", "probe.npz")
-COPIED = ("model_spec.json", "classes.json", "preprocessing.json", "probe.npz")
+FORMATS = tuple(artifacts.FORMATS)
 ONNX_OPSET = 15
 ONNX_TOLERANCE = 1e-4
 RELOAD_TOLERANCE = 1e-5
 RUN_PROBE_TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult(Result):
+    """What `export_run` wrote: the export manifest (manifest.json holds these fields, without schema_version)."""
+
+    cbtool_export: int
+    created: str
+    run_dir: str
+    formats: list[str]
+    fp16: bool
+    model: dict
+    versions: dict
+    preprocessing: dict
+    arch: dict
+    parity: dict
+    files: dict
+    notes: list[str]
+
+    def manifest(self) -> dict:
+        """The manifest.json document."""
+        return dataclasses.asdict(self)
 
 
 def parse_formats(text: str) -> list[str]:
@@ -44,80 +68,101 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, formats: list[str] | tuple = ("portable",),
-               fp16: bool = False, log: Callable[[str], None] | None = None) -> dict:
-    """Export the run in `run_dir` to `export_dir` (replaced atomically); return the manifest."""
+               fp16: bool = False, log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export the run in `run_dir` to `export_dir` (replaced atomically); return the manifest as a result."""
     log = log or (lambda _msg: None)
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     formats = [f for f in FORMATS if f in formats]
     run = _read_run(run_dir)
+    family = family_of(run["spec"]["variant"])
+    if "onnx" in formats and not family.onnx_twin:
+        raise ExportError(f"--format onnx: the {family.name} family has no ONNX-friendly twin; drop onnx")
     _check_target(export_dir, run_dir)
-    from toolkit.arch import build_model
-
-    model = build_model(run["spec"])
-    model.load_weights(str(run_dir / "best.weights.h5"))
+    model = family.arch_module().build_model(run["spec"])
+    model.load_weights(str(RunDir(run_dir).best_weights))
     x = _probe_inputs(run)
     reference = _predict(model, x)
-    parity = {"run_probe": _compare(run["probe"]["probs"], reference)}
-    if parity["run_probe"]["max_abs_diff"] > RUN_PROBE_TOLERANCE or parity["run_probe"]["argmax_agreement"] < 1.0:
-        raise ExportError(f"{run_dir}/best.weights.h5 does not reproduce probe.npz's probabilities "
-                          f"(max abs diff {parity['run_probe']['max_abs_diff']:.2e}, argmax agreement "
-                          f"{parity['run_probe']['argmax_agreement']:.3f}): the weights, spec or preprocessing changed")
+    parity = {"run_probe": _check_run_probe(run, run_dir, reference)}
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
     tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the export dir is an ordinary directory
     try:
-        for name in COPIED:
-            shutil.copy2(run_dir / name, tmp / name)
-        if "portable" in formats:
-            log("writing portable weights (model.weights.h5, weights.npz)")
-            parity["portable"] = _write_portable(model, run["spec"], tmp, x, reference, fp16)
-        if "keras" in formats:
-            log("writing model.keras")
-            parity["keras"] = _write_keras(model, tmp, x, reference)
-        if "onnx" in formats:
-            log("converting to ONNX (tf2onnx) and checking with onnxruntime")
-            parity["onnx"] = _write_onnx(model, run["spec"], tmp, x, reference)
-        manifest = _manifest(run, run_dir, tmp, formats, fp16, parity, model)
-        write_json(tmp / "manifest.json", manifest)
+        out = ExportDir(tmp)
+        for name in out.copied_from_run():
+            shutil.copy2(run_dir / name, out / name)
+        parity.update(_write_formats(model, family, run["spec"], out, formats, x, reference, fp16, log))
+        result = _manifest(run, run_dir, out, formats, fp16, parity, model, family)
+        write_json(out.manifest, result.manifest())
         _replace_dir(tmp, export_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+    return result
+
+
+def _write_formats(model, family: Family, spec: dict, out: ExportDir, formats: list[str], x: np.ndarray,
+                   reference: np.ndarray, fp16: bool, log: Callable[[str], None]) -> dict:
+    """Write each requested format into `out`; its parity numbers by format."""
+    parity = {}
+    if "portable" in formats:
+        log(f"writing portable weights ({out.keras_weights.name}, {out.weights('portable').name})")
+        parity["portable"] = _write_portable(model, family, spec, out, x, reference, fp16)
+    if "keras" in formats:
+        log(f"writing {out.weights('keras').name}")
+        parity["keras"] = _write_keras(model, out.weights("keras"), x, reference)
+    if "onnx" in formats:
+        log("converting to ONNX (tf2onnx) and checking with onnxruntime")
+        parity["onnx"] = _write_onnx(model, spec, out.weights("onnx"), x, reference)
+    return parity
+
+
+def _check_run_probe(run: dict, run_dir: Path, reference: np.ndarray) -> dict:
+    """The run's recorded probe probabilities against the reloaded best weights: they must agree."""
+    paths = RunDir(run_dir)
+    found = _compare(run["probe"]["probs"], reference)
+    if found["max_abs_diff"] > RUN_PROBE_TOLERANCE or found["argmax_agreement"] < 1.0:
+        raise ExportError(f"{paths.best_weights} does not reproduce {paths.probe.name}'s probabilities "
+                          f"(max abs diff {found['max_abs_diff']:.2e}, argmax agreement "
+                          f"{found['argmax_agreement']:.3f}): the weights, spec or preprocessing changed")
+    return found
 
 
 def _read_run(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: not a directory (expected a run dir written by cbtool train)")
-    missing = [n for n in RUN_FILES if not (run_dir / n).is_file()]
+    paths = RunDir(run_dir)
+    missing = [p.name for p in paths.required() if not p.is_file()]
     if missing:
         raise ExportError(f"{run_dir}: missing {', '.join(missing)} (is the training run finished?)")
+    spec = paths.read_json(paths.model_spec, ExportError)
+    classes = paths.read_json(paths.classes, ExportError)
+    prep = paths.read_json(paths.preprocessing, ExportError)
     try:
-        spec = json.loads((run_dir / "model_spec.json").read_text(encoding="utf-8"))
-        classes = json.loads((run_dir / "classes.json").read_text(encoding="utf-8"))
-        prep = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
-        with np.load(run_dir / "probe.npz", allow_pickle=False) as data:
+        with np.load(paths.probe, allow_pickle=False) as data:
             probe = {k: data[k] for k in data.files}
     except (ValueError, OSError) as exc:
-        raise ExportError(f"{run_dir}: unreadable run file: {exc}") from exc
-    for key in ("variant", "depths", "dims", "input_size", "num_classes"):
+        raise ExportError(f"{paths.probe}: unreadable run file: {exc}") from exc
+    if "variant" not in spec:
+        raise ExportError(f"{paths.model_spec}: no 'variant' field")
+    for key in ("input_size", "num_classes", *get_variant(spec["variant"]).arch):
         if key not in spec:
-            raise ExportError(f"{run_dir}/model_spec.json: no '{key}' field")
+            raise ExportError(f"{paths.model_spec}: no '{key}' field")
     for key in ("images", "probs"):
         if key not in probe:
-            raise ExportError(f"{run_dir}/probe.npz: no '{key}' array")
+            raise ExportError(f"{paths.probe}: no '{key}' array")
     if probe["probs"].shape != (len(probe["images"]), int(spec["num_classes"])):
-        raise ExportError(f"{run_dir}/probe.npz: probs has shape {probe['probs'].shape}, expected "
+        raise ExportError(f"{paths.probe}: probs has shape {probe['probs'].shape}, expected "
                           f"({len(probe['images'])}, {spec['num_classes']})")
     if list(classes.get("class_names", [])) != list(spec.get("class_names", classes.get("class_names", []))):
-        raise ExportError(f"{run_dir}: classes.json and model_spec.json disagree on the class names")
+        raise ExportError(f"{run_dir}: {paths.classes.name} and {paths.model_spec.name} disagree on the class names")
     return {"spec": spec, "classes": classes, "preprocessing": prep, "probe": probe}
 
 
 def _check_target(export_dir: Path, run_dir: Path) -> None:
     if export_dir.resolve() == run_dir.resolve():
         raise ExportError(f"-o {export_dir}: the export dir must not be the run dir")
-    if export_dir.exists() and (not export_dir.is_dir() or (any(export_dir.iterdir()) and not (export_dir / "manifest.json").exists())):
+    previous = ExportDir(export_dir).manifest.exists()
+    if export_dir.exists() and (not export_dir.is_dir() or (any(export_dir.iterdir()) and not previous)):
         raise ExportError(f"-o {export_dir}: exists and is not an empty dir or a previous export; choose another path")
 
 
@@ -150,17 +195,18 @@ def _compare(expected: np.ndarray, actual: np.ndarray) -> dict:
     return {"n": int(len(expected)), "argmax_agreement": agree, "max_abs_diff": diff}
 
 
-def _write_portable(model, spec: dict, out: Path, x: np.ndarray, reference: np.ndarray, fp16: bool) -> dict:
-    from toolkit.arch import build_model, load_weights_npz, save_weights_npz
-
-    model.save_weights(str(out / "model.weights.h5"))
+def _write_portable(model, family: Family, spec: dict, out: ExportDir, x: np.ndarray, reference: np.ndarray,
+                    fp16: bool) -> dict:
+    arch = family.arch_module()
+    h5, npz = out.keras_weights, out.weights("portable")
+    model.save_weights(str(h5))
     if fp16:
-        _h5_to_float16(out / "model.weights.h5")
-    save_weights_npz(model, str(out / "weights.npz"), dtype="float16" if fp16 else None)
+        _h5_to_float16(h5)
+    arch.save_weights_npz(model, str(npz), dtype="float16" if fp16 else None)
     result = {"dtype": "float16" if fp16 else "float32"}
-    for name, load in (("weights_h5", lambda m: m.load_weights(str(out / "model.weights.h5"))),
-                       ("weights_npz", lambda m: load_weights_npz(m, str(out / "weights.npz")))):
-        fresh = build_model(spec)
+    for name, load in (("weights_h5", lambda m: m.load_weights(str(h5))),
+                       ("weights_npz", lambda m: arch.load_weights_npz(m, str(npz)))):
+        fresh = arch.build_model(spec)
         load(fresh)
         result[name] = _compare(reference, _predict(fresh, x))
         if not fp16 and (result[name]["max_abs_diff"] > RELOAD_TOLERANCE or result[name]["argmax_agreement"] < 1.0):
@@ -192,20 +238,18 @@ def _h5_to_float16(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_keras(model, out: Path, x: np.ndarray, reference: np.ndarray) -> dict:
+def _write_keras(model, path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
     import keras
 
-    path = out / "model.keras"
     model.save(str(path))
     loaded = keras.saving.load_model(str(path), compile=False)
     result = _compare(reference, _predict(loaded, x))
     if result["max_abs_diff"] > RELOAD_TOLERANCE or result["argmax_agreement"] < 1.0:
-        raise ExportError(f"model.keras: reloading changes the outputs ({result})")
+        raise ExportError(f"{path.name}: reloading changes the outputs ({result})")
     return result
 
 
-def _write_onnx(model, spec: dict, out: Path, x: np.ndarray, reference: np.ndarray) -> dict:
-    path = out / "model.onnx"
+def _write_onnx(model, spec: dict, path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
     started = time.perf_counter()
     _convert_onnx(model, spec, path)
     convert_s = time.perf_counter() - started
@@ -213,7 +257,7 @@ def _write_onnx(model, spec: dict, out: Path, x: np.ndarray, reference: np.ndarr
     result = _compare(reference, outputs)
     result.update(opset=ONNX_OPSET, tolerance=ONNX_TOLERANCE, convert_seconds=round(convert_s, 2), converter="tf2onnx")
     if result["argmax_agreement"] < 1.0 or result["max_abs_diff"] > ONNX_TOLERANCE:
-        raise ExportError(f"model.onnx fails the onnxruntime parity check on {result['n']} probe images: argmax "
+        raise ExportError(f"{path.name} fails the onnxruntime parity check on {result['n']} probe images: argmax "
                           f"agreement {result['argmax_agreement']:.3f}, max abs diff {result['max_abs_diff']:.2e} "
                           f"(tolerance {ONNX_TOLERANCE})")
     return result
@@ -227,7 +271,7 @@ def _convert_onnx(model, spec: dict, path: Path) -> None:
         import tf2onnx
     except ImportError as exc:
         raise ExportError(f"--format onnx needs tf2onnx and onnx ({exc}); pip install 'cbtool[onnx]' or drop onnx") from exc
-    from toolkit.arch import build_model
+    from toolkit.families import build_model
 
     twin = build_model(spec, onnx_friendly=True)
     twin.set_weights(model.get_weights())
@@ -244,7 +288,7 @@ def _convert_onnx(model, spec: dict, path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ExportError(f"model.onnx written by tf2onnx fails onnx.checker: {exc}") from exc
+        raise ExportError(f"{path.name} written by tf2onnx fails onnx.checker: {exc}") from exc
 
 
 def _name_io(proto) -> None:
@@ -268,11 +312,46 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], dtype=np.float32)
     except Exception as exc:
-        raise ExportError(f"onnxruntime {ort.__version__} cannot run model.onnx: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(f"onnxruntime {ort.__version__} cannot run {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
-def _manifest(run: dict, run_dir: Path, out: Path, formats: list[str], fp16: bool, parity: dict, model) -> dict:
-    from toolkit.provenance import preprocessing_sha256, versions
+def _manifest(run: dict, run_dir: Path, out: ExportDir, formats: list[str], fp16: bool, parity: dict, model,
+              family: Family) -> ExportResult:
+    from toolkit.provenance import preprocessing_sha256
+
+    current = preprocessing_sha256()
+    recorded = run["preprocessing"].get("source_sha256")
+    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(out.path.iterdir()) if p.is_file()}
+    spec = run["spec"]
+    notes = []
+    if fp16 and set(formats) & {"keras", "onnx"}:
+        notes.append(f"--fp16 applies to the portable weight files; {artifacts.weights_file('keras')} and "
+                     f"{artifacts.weights_file('onnx')} stay float32")
+    if recorded != current:
+        notes.append("toolkit/preprocessing.py changed since training: its sha256 differs from the run's")
+    return ExportResult(
+        cbtool_export=1,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        run_dir=str(run_dir.resolve()),
+        formats=formats,
+        fp16=fp16,
+        model={"variant": spec["variant"], "input_size": int(spec["input_size"]), "num_classes": int(spec["num_classes"]),
+               "parameters": int(model.count_params()), "input_layer": family.input_layer},
+        versions=_versions(formats),
+        preprocessing={"sha256": current, "run_sha256": recorded, "matches_run": recorded == current,
+                       **{k: v for k, v in run["preprocessing"].items() if k != "source_sha256"}},
+        arch={"source": f"toolkit/{family.arch_source}", "sha256": sha256_file(family.arch_path),
+              "arch_version": spec.get("arch_version", 1)},
+        parity=parity,
+        files=files,
+        notes=notes,
+    )
+
+
+def _versions(formats: list[str]) -> dict:
+    """The library versions the export ran with; the ONNX toolchain's when it was used."""
+    from toolkit.provenance import versions
 
     info = versions(with_tensorflow=True)
     if "onnx" in formats:
@@ -281,29 +360,4 @@ def _manifest(run: dict, run_dir: Path, out: Path, formats: list[str], fp16: boo
         import tf2onnx
 
         info.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, tf2onnx=tf2onnx.__version__)
-    current = preprocessing_sha256()
-    recorded = run["preprocessing"].get("source_sha256")
-    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(out.iterdir()) if p.is_file()}
-    spec = run["spec"]
-    notes = []
-    if fp16 and set(formats) & {"keras", "onnx"}:
-        notes.append("--fp16 applies to the portable weight files; model.keras and model.onnx stay float32")
-    if recorded != current:
-        notes.append("toolkit/preprocessing.py changed since training: its sha256 differs from the run's")
-    arch_source = Path(__file__).with_name("arch.py").read_bytes()
-    return {
-        "cbtool_export": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_dir": str(run_dir.resolve()),
-        "formats": formats,
-        "fp16": fp16,
-        "model": {"variant": spec["variant"], "input_size": int(spec["input_size"]), "num_classes": int(spec["num_classes"]),
-                  "parameters": int(model.count_params()), "input_layer": "cbtool_input_norm"},
-        "versions": info,
-        "preprocessing": {"sha256": current, "run_sha256": recorded, "matches_run": recorded == current,
-                          **{k: v for k, v in run["preprocessing"].items() if k != "source_sha256"}},
-        "arch": {"source": "toolkit/arch.py", "sha256": hashlib.sha256(arch_source).hexdigest(), "arch_version": spec.get("arch_version", 1)},
-        "parity": parity,
-        "files": files,
-        "notes": notes,
-    }
+    return info

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import sys
 from pathlib import Path
+
+from toolkit.fsutil import sha256_text
 
 PREPROCESSING_FILE = Path(__file__).with_name("preprocessing.py")
 
@@ -18,7 +19,7 @@ def preprocessing_source() -> str:
 def preprocessing_sha256(source: str | None = None) -> str:
     """sha256 of the preprocessing source (the given text, or the installed file)."""
     text = preprocessing_source() if source is None else source
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_text(text)
 
 
 def versions(with_tensorflow: bool = False) -> dict:

@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import click
 
+from toolkit.artifacts import FORMATS, ExportDir
 from toolkit.cli import main
 from toolkit.cli._common import Output, Result, cbtool_command
 
 
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "export_dir", required=True, type=click.Path(file_okay=False), help="Export directory to write (a previous export there is replaced).")
-@click.option("--format", "formats", default="portable", show_default=True, help="Comma list of portable, keras, onnx.")
+@click.option("--format", "formats", default="portable", show_default=True, help=f"Comma list of {', '.join(FORMATS)}.")
 @click.option("--fp16", is_flag=True, help="Store the portable weight files as float16 (about half the size); agreement is recorded.")
 def _export(out: Output, run_dir, export_dir, formats, fp16) -> Result:
     """Export a finished training run: portable weights (default), a .keras model and/or ONNX, checked on the probe."""
     from toolkit.export import export_run, parse_formats
 
-    manifest = export_run(run_dir, export_dir, parse_formats(formats), fp16=fp16, log=out.info)
-    lines = [f"exported {', '.join(manifest['formats'])} to {export_dir}" + (" (float16 weights)" if fp16 else "")]
-    for name, info in manifest["parity"].items():
+    result = export_run(run_dir, export_dir, parse_formats(formats), fp16=fp16, log=out.info)
+    lines = [f"exported {', '.join(result.formats)} to {export_dir}" + (" (float16 weights)" if fp16 else "")]
+    for name, info in result.parity.items():
         for label, numbers in ([(name, info)] if "max_abs_diff" in info else
                                [(f"{name} {k}", v) for k, v in info.items() if isinstance(v, dict)]):
             lines.append(f"  {label:<22} argmax {numbers['argmax_agreement']:.3f}  max abs diff {numbers['max_abs_diff']:.2e}"
                          f"  (n={numbers['n']})")
-    total = sum(f["bytes"] for f in manifest["files"].values())
-    lines.append(f"  {len(manifest['files'])} files, {total / 2**20:.1f} MiB; manifest.json holds hashes and versions")
-    lines.extend(f"  note: {note}" for note in manifest["notes"])
-    return Result(data=manifest, human="\n".join(lines))
+    total = sum(f["bytes"] for f in result.files.values())
+    lines.append(f"  {len(result.files)} files, {total / 2**20:.1f} MiB; {ExportDir(export_dir).manifest.name} holds "
+                 "hashes and versions")
+    lines.extend(f"  note: {note}" for note in result.notes)
+    return Result(data=result.to_dict(), human="\n".join(lines))
 
 
 export_command = cbtool_command(main, "export", help=_export.__doc__)(_export)
