@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toolkit.data.clean import CleanConfig  # noqa: E402
 from toolkit.data.demo import make_demo  # noqa: E402
 from toolkit.data.io import save_dataset  # noqa: E402
-from toolkit.data.report import clean_file  # noqa: E402
+from toolkit.data.clean_report import clean_file  # noqa: E402
 
 
 def _cpu_seconds() -> float:

@@ -118,7 +118,7 @@ def main() -> None:
         rng = np.random.default_rng(1)
         data = work / "heldout.npz"
         np.savez(data, images=rng.integers(0, 256, (args.images, 96, 96, 3), dtype=np.uint8), labels=rng.integers(0, 8, args.images))
-        dtypes = list(profile.input_dtypes)
+        dtypes = list(profile.contract.dtypes)
         odd = min(args.images if args.images % 2 else args.images - 1, 7)
         bare, sim, child_peak, bare_peak = [], [], 0.0, 0.0
         for _ in range(args.repeats):

@@ -51,7 +51,7 @@ def main() -> None:
             if outcome.failure:
                 raise SystemExit(f"{label}: {outcome.failure}")
             predict = outcome.timing["predict_s"]["x"]
-            rows[label] = {"zip_mib": built["bytes"] / 2**20, "build_s": build_s, "import_s": outcome.timing["import_s"],
+            rows[label] = {"zip_mib": built.bytes / 2**20, "build_s": build_s, "import_s": outcome.timing["import_s"],
                            "load_s": outcome.timing["load_s"], "predict_s": predict, "img_per_s": args.images / predict,
                            "peak_mb": outcome.peak_memory_mb, "wall_s": outcome.wall_s}
     print(f"{'':6} {'zip MiB':>8} {'build s':>8} {'import s':>9} {'load s':>7} {'predict s':>10} {'img/s':>7} {'peak MB':>8} {'child wall s':>12}")

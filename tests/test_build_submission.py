@@ -40,7 +40,7 @@ def test_build_twice_gives_identical_bytes_and_a_clean_root(tmp_path):
     first = build_submission(export, tmp_path / "a.zip", get_profile("an2dl-2024"))
     second = build_submission(export, tmp_path / "b.zip", get_profile("an2dl-2024"))
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
-    assert first["sha256"] == second["sha256"] and first["check"]["ok"], first["check"]
+    assert first.sha256 == second.sha256 and first.check.ok, first.check
     with zipfile.ZipFile(tmp_path / "a.zip") as zf:
         assert zf.namelist() == ["model.py", "weights.npz", "manifest.json"]
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
@@ -51,7 +51,7 @@ def test_build_twice_gives_identical_bytes_and_a_clean_root(tmp_path):
     assert manifest["preprocessing"]["sha256"] == manifest["preprocessing"]["run_sha256"]
     assert manifest["files"]["weights.npz"]["bytes"] > 0 and manifest["tta"] == "none"
     blocks = extract_blocks(model_py)
-    assert set(blocks) == {"preprocessing.py", "arch.py"}
+    assert set(blocks) == {"preprocessing.py", "tta.py", "arch.py"}
     assert all(b["sha256_marker"] == b["sha256_body"] for b in blocks.values())
     imports = {n.names[0].name.split(".")[0] for n in ast.parse(model_py).body if isinstance(n, ast.Import)}
     imports |= {n.module.split(".")[0] for n in ast.parse(model_py).body if isinstance(n, ast.ImportFrom)}
@@ -63,7 +63,7 @@ def test_build_from_a_run_dir_exports_first_and_matches(tmp_path):
     run, export = shared_export()
     from_run = build_submission(run, tmp_path / "run.zip", get_profile("an2dl-2024"))
     from_export = build_submission(export, tmp_path / "export.zip", get_profile("an2dl-2024"))
-    assert from_run["sha256"] == from_export["sha256"]
+    assert from_run.sha256 == from_export.sha256
 
 
 def test_build_refuses_a_directory_that_is_neither(tmp_path):
@@ -87,7 +87,7 @@ def test_an2dl_2023_runtime_keras2_loads_the_neutral_weights(tmp_path):
     profile = _runtime("an2dl-2023")
     run, export = shared_export()
     result = build_submission(export, tmp_path / "s23.zip", profile)
-    assert result["check"]["ok"] and "metadata" in result["manifest"]["files"]
+    assert result.check.ok and "metadata" in result.manifest["files"]
     p = probe(export)
     outcome = run_submission(tmp_path / "s23.zip", profile, {"tensor": p["images"].astype(np.float32)})
     assert outcome.status == "ok", outcome.failure
@@ -117,7 +117,7 @@ def test_tta_onnx_and_fp16_in_the_local_runtime(tmp_path):
     build_submission(export, tmp_path / "keras.zip", local, BuildOptions(fmt="keras"))
     fp16 = build_submission(export, tmp_path / "fp16.zip", local, BuildOptions(fp16=True))
     plain = build_submission(export, tmp_path / "fp32.zip", local)
-    assert fp16["manifest"]["files"]["weights.npz"]["bytes"] < 0.6 * plain["manifest"]["files"]["weights.npz"]["bytes"]
+    assert fp16.manifest["files"]["weights.npz"]["bytes"] < 0.6 * plain.manifest["files"]["weights.npz"]["bytes"]
     for name, path in {**zips, "onnx": tmp_path / "onnx.zip", "keras": tmp_path / "keras.zip", "fp16": tmp_path / "fp16.zip"}.items():
         outcome = run_submission(path, local, {"x": p["images"]})
         assert outcome.status == "ok", (name, outcome.failure)

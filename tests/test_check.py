@@ -45,13 +45,13 @@ def keras_archive(keras_version: str, module: str = "keras.layers", class_name: 
 
 
 def codes(report: dict) -> list[str]:
-    return [issue["code"] for issue in report["issues"]]
+    return [issue.code for issue in report.issues]
 
 
 def test_good_submissions_pass(tmp_path):
-    assert check_submission(zip_folder("good", tmp_path / "g.zip"), P2024)["ok"]
+    assert check_submission(zip_folder("good", tmp_path / "g.zip"), P2024).ok
     report = check_submission(zip_folder("good2023", tmp_path / "g23.zip"), P2023)
-    assert report["ok"], report["issues"]
+    assert report.ok, report.issues
 
 
 CASES = {
@@ -76,9 +76,9 @@ CASES = {
 def test_each_failure_kind_is_caught_with_its_message(tmp_path, case):
     folder, profile, kwargs, code, fragments = CASES[case]
     report = check_submission(zip_folder(folder, tmp_path / f"{case}.zip", **kwargs), profile)
-    assert not report["ok"]
-    assert code in codes(report), report["issues"]
-    message = next(i["message"] for i in report["issues"] if i["code"] == code)
+    assert not report.ok
+    assert code in codes(report), report.issues
+    message = next(i.message for i in report.issues if i.code == code)
     for fragment in fragments:
         assert fragment in message, message
 
@@ -88,14 +88,14 @@ def test_signature_variants(tmp_path):
     path = tmp_path / "s.zip"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("model.py", source)
-    messages = [i["message"] for i in check_submission(path, P2024)["issues"]]
+    messages = [i.message for i in check_submission(path, P2024).issues]
     assert any("Model.__init__: expected __init__(self); found __init__(self, path)" in m for m in messages), messages
     assert any("Model.predict" in m and "verbose" in m for m in messages), messages
 
 
 def test_keras2_runtime_rejects_any_keras3_archive(tmp_path):
     zip_path = zip_folder("good2023", tmp_path / "k.zip", extra={"model.keras": keras_archive("3.4.1")})
-    messages = [i["message"] for i in check_submission(zip_path, P2023)["issues"]]
+    messages = [i.message for i in check_submission(zip_path, P2023).issues]
     assert any("use --format portable" in m and "Keras 3.4.1" in m for m in messages), messages
 
 
@@ -111,6 +111,6 @@ def test_cli_exit_codes_and_json(tmp_path):
 def test_check_never_imports_tensorflow(tmp_path):
     zip_path = zip_folder("good2023", tmp_path / "g.zip")
     code = ("import sys; from toolkit.runtime.profiles import get_profile; from toolkit.submission.check import check_submission;"
-            f"r = check_submission({str(zip_path)!r}, get_profile('an2dl-2023')); print(r['ok'], 'tensorflow' in sys.modules)")
+            f"r = check_submission({str(zip_path)!r}, get_profile('an2dl-2023')); print(r.ok, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]

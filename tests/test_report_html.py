@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit import report
+from toolkit import simulate_report as report
 from toolkit.runtime import shift
 from toolkit.runtime.scoring import score
+from toolkit.runtime.simulate import SimulateResult
 
 CLASSES = ["Basophil", "Eosinophil", "Erythroblast", "Immature granulocytes", "Lymphocyte", "Monocyte", "Neutrophil", "Platelet"]
 PROBE = """
@@ -42,7 +43,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def _result(status: str = "ok") -> dict:
+def _result(status: str = "ok"):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 8, 200)
     pred = np.where(rng.random(200) < 0.8, y, rng.integers(0, 8, 200))
@@ -51,6 +52,9 @@ def _result(status: str = "ok") -> dict:
     result = {
         "status": status,
         "failure": None,
+        "class_names": CLASSES,
+        "inputs": {},
+        "seed": 0,
         "submission": "/tmp/sub.zip",
         "data": "/tmp/heldout.npz",
         "n_images": 200,
@@ -68,7 +72,7 @@ def _result(status: str = "ok") -> dict:
     if status == "failed":
         result.update(scores=None, shift=None, failure={"kind": "load_error", "phase": "load", "message": "weights.keras not found <b>",
                                                          "stderr_tail": "Traceback ...\nFileNotFoundError"})  # fmt: skip
-    return result
+    return SimulateResult.from_dict(result)
 
 
 def _render(page: Path, tmp_path: Path) -> dict:
@@ -91,8 +95,8 @@ def test_report_dir_holds_codabench_scores_details_plots_and_one_html(tmp_path):
     paths = report.write_report(result, tmp_path / "rep")
     rep = tmp_path / "rep"
     assert json.loads((rep / "scores.json").read_text()) == {
-        "accuracy": result["scores"]["accuracy"], "balanced_accuracy": result["scores"]["balanced_accuracy"],
-        "macro_f1": result["scores"]["macro_f1"], "shift_mean_accuracy": result["shift"]["mean_accuracy"],
+        "accuracy": result.scores["accuracy"], "balanced_accuracy": result.scores["balanced_accuracy"],
+        "macro_f1": result.scores["macro_f1"], "shift_mean_accuracy": result.shift["mean_accuracy"],
     }  # fmt: skip
     details = json.loads((rep / "details.json").read_text())
     assert details["timing"]["load_s"] == 0.75 and details["versions"]["cbtool"] == "0.1.0" and details["report"] == paths
@@ -112,13 +116,13 @@ def test_html_renders_the_key_numbers_in_chromium(tmp_path):
     report.write_report(result, tmp_path / "rep")
     seen = _render(tmp_path / "rep" / "report.html", tmp_path)
     text = seen["text"]
-    acc = f"{100 * result['scores']['accuracy']:.2f}%"
+    acc = f"{100 * result.scores['accuracy']:.2f}%"
     assert f"accuracy {acc}" in text
-    assert f"shifted {100 * result['shift']['mean_accuracy']:.2f}%" in text
-    assert f"{100 * result['scores']['macro_f1']:.2f}%" in text
+    assert f"shifted {100 * result.shift['mean_accuracy']:.2f}%" in text
+    assert f"{100 * result.scores['macro_f1']:.2f}%" in text
     assert "OK" in text and "peak memory (MB)\t812" in text and "load the model\t0.75 s" in text
     assert "images the time limit allows at this rate\t59,675" in text
-    worst = result["shift"]["worst_corruption"]
+    worst = result.shift["worst_corruption"]
     assert f"worst: {worst}" in text
     assert re.search(rf"{worst}\t" + r"\t".join([r"\d+\.\d\d%"] * 6), text), "the corruption table row is not laid out"
     assert "Immature granulocytes" in text

@@ -183,7 +183,7 @@ def test_progress_follows_the_child_through_every_input_set(tmp_path, heldout, c
     calls, zip_path = [], make_zip("good", tmp_path, centroids)
     result = simulate(zip_path, heldout[0], get_profile("local"),
                       SimulateOptions(shift=True, shift_images=8), progress=lambda k, n: calls.append((k, n)))
-    assert result["status"] == "ok"
+    assert result.status == "ok"
     n = calls[0][1]
     assert calls[0] == (0, n) and n == 4 + 55  # uint8, float32, one image, odd batch; 11 corruptions x 5 severities
     assert sum(k for k, _ in calls) == n and all(total == n for _, total in calls)
@@ -280,13 +280,17 @@ def test_memory_sizes_parse_to_megabytes(text, mb):
     ],
 )
 def test_relative_path_hint_reads_numpy_keras_h5py_and_tf_messages(tmp_path, message, hinted):
+    from toolkit.runtime.profiles import get_profile
     from toolkit.runtime.simulate import _relative_path_hint
+    from toolkit.submission_zip import SubmissionZip
 
     zip_path = tmp_path / "s.zip"
     with zipfile.ZipFile(zip_path, "w") as zf:
         for name in ("model.py", "weights.keras", "saved_model/saved_model.pb"):
             zf.writestr(name, "x")
-    hint = _relative_path_hint({"kind": "load_error", "message": message}, zip_path)
+    with SubmissionZip(zip_path) as sub:
+        members = sub.top_level()
+    hint = _relative_path_hint({"kind": "load_error", "message": message}, members, get_profile("an2dl-2024"))
     assert (hint is not None) == hinted, hint
     if hinted:
         assert "os.path.dirname(os.path.abspath(__file__))" in hint

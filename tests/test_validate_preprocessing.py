@@ -43,12 +43,12 @@ def test_planted_bug_is_diagnosed(built, bug):
     old, new, fragment = PLANTED[bug]
     zip_path = patch_model_py(base / "local.zip", base / f"{bug}.zip", old, new)
     report = validate_preprocessing(zip_path, run, local_profile())
-    assert not report["ok"]
-    assert any(fragment in d for d in report["diagnoses"]), report["diagnoses"]
+    assert not report.ok
+    assert any(fragment in d for d in report.diagnoses), report.diagnoses
     if bug == "resize_size":  # Keras' input check rejects 72x72 before the first layer: diagnosed from the error
-        assert report["failure"]["kind"] == "predict_error"
+        assert report.failure["kind"] == "predict_error"
         return
-    differing = [i for i in report["inputs"] if not i["identical"]]
+    differing = [i for i in report.inputs if not i["identical"]]
     first = differing[0]["first_difference"]
     assert len(first["index"]) == 4 and first["expected"] != first["found"]
 
@@ -58,9 +58,9 @@ def test_edited_embedded_source_fails_the_hash_comparison(built):
     zip_path = patch_model_py(base / "local.zip", base / "edited.zip", 'RESIZE_METHODS = ("bilinear", "nearest")',
                               'RESIZE_METHODS = ("bilinear", "nearest", "area")')
     report = validate_preprocessing(zip_path, run, local_profile())
-    assert not report["ok"] and report["source"]["match"] is False
-    assert all(i["identical"] for i in report["inputs"])  # same bytes, but not the training source
-    assert any("block was edited" in d for d in report["diagnoses"])
+    assert not report.ok and report.source["match"] is False
+    assert all(i["identical"] for i in report.inputs)  # same bytes, but not the training source
+    assert any("block was edited" in d for d in report.diagnoses)
 
 
 def test_hand_written_model_predict_path_is_captured(built, tmp_path):
@@ -82,9 +82,9 @@ def test_hand_written_model_predict_path_is_captured(built, tmp_path):
         zf.writestr("model.py", source)
         zf.write(export / "model.keras", "model.keras")
     report = validate_preprocessing(zip_path, run, local_profile())
-    assert not report["ok"] and report["capture_target"].startswith("keras layer 'cbtool_input_norm'")
-    assert report["source"]["match"] is None and "no embedded" in report["source"]["message"]
-    assert report["diagnoses"] and all(not i["identical"] for i in report["inputs"][:2])
+    assert not report.ok and report.capture_target.startswith("keras layer 'cbtool_input_norm'")
+    assert report.source["match"] is None and "no embedded" in report.source["message"]
+    assert report.diagnoses and all(not i["identical"] for i in report.inputs[:2])
 
 
 @pytest.mark.parametrize("name", ["an2dl-2024", "an2dl-2023"])
@@ -98,12 +98,16 @@ def test_built_submission_is_byte_identical_in_the_pinned_runtime(built, tmp_pat
     except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
         pytest.skip(f"runtime {name} unavailable: {exc}")
     zip_path = tmp_path / f"{name}.zip"
-    assert build_submission(export, zip_path, profile, BuildOptions(tta="d4"))["check"]["ok"]
+    assert build_submission(export, zip_path, profile, BuildOptions(tta="d4")).check.ok
     result = CliRunner().invoke(main, ["validate-preprocessing", str(zip_path), "--run", str(run), "--profile", name, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["ok"] and report["source"]["match"] is True and report["tta_views"] == 8
-    assert {i["input"] for i in report["inputs"]} >= {"probe_uint8", "probe_float32", "zeros_uint8", "full_uint8"}
+    assert report["ok"] and report["source"]["match"] is True and report["tta_views"] == 8 and report["schema_version"] == 1
+    fed = {i["input"] for i in report["inputs"]}
+    if name == "an2dl-2024":
+        assert fed == {"probe_uint8", "probe_float32", "zeros_uint8", "full_uint8", "fractional_float32"}
+    else:  # the 2023 contract only ever hands over float32 tensors: no uint8 probe
+        assert fed == {"probe_float32", "zeros_float32", "full_float32", "fractional_float32"}
 
 
 def test_cli_mismatch_exits_3(built):
@@ -122,5 +126,5 @@ def test_capture_inside_a_tf_function(built):
                           "        self._fn = tf.function(lambda v: self.net(v, training=False))\n")
     zip_path = patch_model_py(step, base / "fn2.zip", "y = self.net(x, training=False)", "y = self._fn(x)")
     report = validate_preprocessing(zip_path, run, local_profile())
-    assert report["ok"], report["diagnoses"]
-    assert [len(i["found_shape"]) for i in report["inputs"]] == [4] * 5
+    assert report.ok, report.diagnoses
+    assert [len(i["found_shape"]) for i in report.inputs] == [4] * 5

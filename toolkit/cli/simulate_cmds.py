@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command
+from toolkit.cli._common import Output, Result, cbtool_command, profile_option, profiles_file_option
 
 
 @cbtool_command(main, "simulate", help=(
@@ -16,8 +16,8 @@ from toolkit.cli._common import Output, Result, cbtool_command
 ))  # fmt: skip
 @click.argument("submission", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Held-out npz (images + labels).")
-@click.option("--profile", "profile_name", default=None, help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file (default: the one recorded in the zip's manifest.json, else an2dl-2024).")
-@click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="TOML file with user-defined profiles.")
+@profile_option(None)
+@profiles_file_option
 @click.option("--shift", is_flag=True, help="Also score the corruption suite: 11 corruptions x severities 1-5.")
 @click.option("--shift-images", type=click.IntRange(min=0), default=200, show_default=True, help="Images per corrupted set: a seeded sample of --data (0 = all). The suite predicts 55 sets.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds for import + load + predict (default: the profile's).")
@@ -27,7 +27,7 @@ from toolkit.cli._common import Output, Result, cbtool_command
 @click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (the 2023 string labels need it).")
 def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
-    from toolkit.report import render_text
+    from toolkit.simulate_report import render_text
     from toolkit.runtime.simulate import SimulateOptions, parse_memory, simulate
     from toolkit.submission.build import submission_profile
 
@@ -36,8 +36,7 @@ def simulate_command(out: Output, submission, data, profile_name, profiles_file,
     with out.progress_callback("input sets predicted", "set") as predicted:
         result = simulate(submission, data, profile, options, log=out.info, progress=predicted)
     if report_dir is not None:
-        from toolkit.report import write_report
+        from toolkit.simulate_report import write_report
 
-        result["report"] = write_report(result, report_dir)
-    code = EXIT_OK if result["status"] == "ok" else EXIT_SUBMISSION_FAILED
-    return Result(data=result, human=render_text(result), exit_code=code)
+        write_report(result, report_dir)
+    return Result(data=result.to_dict(), human=render_text(result), exit_code=EXIT_OK if result.ok else EXIT_SUBMISSION_FAILED)

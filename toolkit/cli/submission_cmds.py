@@ -7,14 +7,9 @@ from pathlib import Path
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command
-
-_PROFILE = click.option("--profile", "profile_name", default="an2dl-2024", show_default=True,
-                        help="Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file.")
-_ZIP_PROFILE = click.option("--profile", "profile_name", default=None,
-                            help="Runtime profile (default: the one recorded in the zip's manifest.json, else an2dl-2024).")
-_PROFILES_FILE = click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                              help="TOML file with user-defined profiles.")
+from toolkit.artifacts import FORMATS
+from toolkit.cli._common import Output, Result, cbtool_command, profile_option, profiles_file_option
+from toolkit.tta import TTA_VIEWS
 
 
 @cbtool_command(main, "build-submission", help=(
@@ -23,11 +18,11 @@ _PROFILES_FILE = click.option("--profiles-file", type=click.Path(dir_okay=False,
 ))  # fmt: skip
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The zip to write.")
-@_PROFILE
-@_PROFILES_FILE
-@click.option("--format", "fmt", type=click.Choice(["portable", "keras", "onnx"]), default="portable", show_default=True,
+@profile_option("an2dl-2024")
+@profiles_file_option
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="portable", show_default=True,
               help="portable: rebuild + weights.npz (any Keras); keras: model.keras; onnx: model.onnx + onnxruntime.")
-@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_VIEWS)), default="none", show_default=True,
               help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged.")
 @click.option("--fp16", is_flag=True, help="Store portable weights as float16 (about half the size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass in predict (bounds memory).")
@@ -39,22 +34,22 @@ def build_command(out: Output, source, output, profile_name, profiles_file, fmt,
 
     profile = get_profile(profile_name, profiles_file)
     result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size), log=out.info)
-    files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result["manifest"]["files"].items())
-    human = f"built {output} ({result['bytes'] / 2**20:.2f} MiB, sha256 {result['sha256'][:12]}): {files}\n{render(result['check'])}"
-    return Result(data=result, human=human, exit_code=EXIT_OK if result["check"]["ok"] else EXIT_ERROR)
+    files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
+    human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n{render(result.check)}"
+    return Result(data=result.to_dict(), human=human, exit_code=EXIT_OK if result.check.ok else EXIT_ERROR)
 
 
 @cbtool_command(main, "check", help="Static contract checks of a submission zip (layout, class/method signatures, imports, .keras version, size); no TensorFlow. Exit 1 on any problem.")
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_ZIP_PROFILE
-@_PROFILES_FILE
+@profile_option(None)
+@profiles_file_option
 def check_command(out: Output, submission, profile_name, profiles_file) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.submission.build import submission_profile
     from toolkit.submission.check import check_submission, render
 
     report = check_submission(submission, submission_profile(submission, profile_name, profiles_file))
-    return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_ERROR)
+    return Result(data=report.to_dict(), human=render(report), exit_code=EXIT_OK if report.ok else EXIT_ERROR)
 
 
 @cbtool_command(main, "validate-preprocessing", help=(
@@ -67,14 +62,15 @@ def check_command(out: Output, submission, profile_name, profiles_file) -> Resul
               help="The training run (or export) dir: preprocessing.json and probe.npz.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="An npz whose first images are used as probes instead of the run's probe.npz.")
-@_ZIP_PROFILE
-@_PROFILES_FILE
+@profile_option(None)
+@profiles_file_option
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=16, show_default=True, help="Probe images taken from --data / probe.npz.")
-def validate_command(out: Output, submission, run_dir, data, profile_name, profiles_file, n_images) -> Result:
+@click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (unpickling runs code; the 2023 string labels need it).")
+def validate_command(out: Output, submission, run_dir, data, profile_name, profiles_file, n_images, allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
     from toolkit.submission.build import submission_profile
     from toolkit.submission.validate import render, validate_preprocessing
 
     report = validate_preprocessing(submission, run_dir, submission_profile(submission, profile_name, profiles_file), data=data,
-                                    n_images=n_images, log=out.info)
-    return Result(data=report, human=render(report), exit_code=EXIT_OK if report["ok"] else EXIT_SUBMISSION_FAILED)
+                                    n_images=n_images, allow_pickle=allow_pickle, log=out.info)
+    return Result(data=report.to_dict(), human=render(report), exit_code=EXIT_OK if report.ok else EXIT_SUBMISSION_FAILED)

@@ -5,9 +5,10 @@ imports nothing from cbtool (cbtool is not importable in the child) and only the
 
     python -I _child.py REQUEST.json
 
-REQUEST.json: {"submission_dir", "contract": 2023|2024, "inputs": [{"name", "file", "tensor"}], "output_dir",
-"status_file", "capture": bool, "block_modules": [...]}. The status file is rewritten (atomically) after every
-phase, so the parent knows how far a child got even when it was killed or called os._exit.
+REQUEST.json: {"submission_dir", "contract": {class_name, init_args, input, methods, ...} (toolkit/contract.py's
+record as a dict), "inputs": [{"name", "file"}], "fit": {"x", "y"} or null, "output_dir", "status_file",
+"capture": bool, "block_modules": [...]}. The status file is rewritten (atomically) after every phase, so the
+parent knows how far a child got even when it was killed or called os._exit.
 """
 
 import importlib.abc
@@ -34,18 +35,22 @@ def main(request_path):
     module = _phase("import", "import_error", lambda: _import_model(submission))
     if module is None:
         return
-    instance = _phase("load", "load_error", lambda: _load(module, request["contract"], submission))
+    contract = request["contract"]
+    instance = _phase("load", "load_error", lambda: _load(module, contract, submission))
     if instance is None:
         return
     if capture is not None:
         STATUS["capture"] = capture.install(instance, module)
+    if "fit" in contract["methods"] and request.get("fit"):
+        if _phase("fit", "fit_error", lambda: _fit(instance, request["fit"], contract), returns_none=True) is None:
+            return
     _write_status("predict")
     for item in request["inputs"]:
         key = os.path.splitext(os.path.basename(item["file"]))[0]
         if capture is not None:
             capture.start(key)
         started = time.perf_counter()
-        out = _phase("predict", "predict_error", lambda: _predict(instance, item), item["name"])
+        out = _phase("predict", "predict_error", lambda: _predict(instance, item, contract), item["name"])
         STATUS["timing"]["predict_s"][item["name"]] = time.perf_counter() - started
         if capture is not None:
             STATUS["captured"][item["name"]] = capture.files.get(key, [])
@@ -62,19 +67,24 @@ def main(request_path):
     _write_status("done")
 
 
-def _phase(phase, kind, fn, name=None):
-    """Run one phase; record its time and any failure (SystemExit included: a submission must not exit)."""
+def _phase(phase, kind, fn, name=None, returns_none=False):
+    """Run one phase; record its time and any failure (SystemExit included: a submission must not exit).
+
+    Returns fn's result, or None on failure; with `returns_none` (a phase whose result does not matter) True on success.
+    """
     _write_status(phase)
     started = time.perf_counter()
     try:
         result = fn()
+        if returns_none:
+            result = True
     except SystemExit as exc:
         _fail("exit", phase, "the submission called sys.exit(%r) during %s%s" % (exc.code, phase, _about(name)))
         return None
     except BaseException as exc:  # noqa: BLE001 - everything the submission raises is a failure to report
         _fail(kind, phase, "%s: %s%s" % (type(exc).__name__, exc, _about(name)), _submission_traceback(exc))
         return None
-    if phase in ("import", "load"):
+    if phase in ("import", "load", "fit"):
         STATUS["timing"][phase + "_s"] = time.perf_counter() - started
     return result
 
@@ -110,23 +120,38 @@ def _import_model(submission):
 
 
 def _load(module, contract, submission):
-    name = "Model" if int(contract) == 2024 else "model"
+    name = contract["class_name"]
     cls = getattr(module, name, None)
     if cls is None:
         found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == "model")
-        raise AttributeError("model.py defines no class %r (contract %s); classes found: %s" % (name, contract, found or "none"))
-    return cls() if int(contract) == 2024 else cls(submission)
+        raise AttributeError("model.py defines no class %r (the profile's contract calls %s(%s)); classes found: %s"
+                             % (name, name, ", ".join(contract["init_args"]), found or "none"))
+    args = [submission if arg == "path" else None for arg in contract["init_args"]]
+    return cls(*args)
 
 
-def _predict(instance, item):
+def _as_input(x, contract):
+    """X as the grader hands it over: a numpy array, or a tf.Tensor."""
+    if contract.get("input") == "tensor":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(x)
+    return x
+
+
+def _fit(instance, fit, contract):
+    import numpy as np
+
+    x = np.load(fit["x"], allow_pickle=False)
+    y = np.load(fit["y"], allow_pickle=False)
+    instance.fit(_as_input(x, contract), y)
+
+
+def _predict(instance, item, contract):
     import numpy as np
 
     x = np.load(item["file"], allow_pickle=False)
-    if item.get("tensor"):
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(x)
-    out = instance.predict(x)
+    out = instance.predict(_as_input(x, contract))
     if hasattr(out, "numpy"):
         out = out.numpy()
     arr = np.asarray(out)

@@ -1,13 +1,33 @@
-"""Runtime profiles: what the grader has (contract year, pinned packages, input forms, limits)."""
+"""Runtime profiles: what a grader has (its contract, pinned packages, limits), as data.
+
+A profile names the grader's `Contract` (toolkit/contract.py), the Python packages of its runtime, and its limits.
+Limits that cbtool only inferred (the size cap, the memory budget) are settings here, and messages that use them say
+"this profile assumes ...". Built-in: an2dl-2024, an2dl-2023 and local (the current interpreter). Users add their
+own in a TOML file, checked by the same typed validator as the training config:
+
+    [profiles.my-challenge]
+    packages = ["tensorflow-cpu==2.17.0", "keras==3.4.1", "numpy<2"]
+    [profiles.my-challenge.contract]      # or: contract = 2024 / 2023
+    class_name = "Predictor"
+    dtypes = ["float32"]
+    cwd = "program"
+    methods = ["fit", "predict"]
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit.contract import AN2DL_2023, AN2DL_2024, Contract, contract_from
 from toolkit.errors import RuntimeProfileError
+from toolkit.settings import check_settings
+
+# Profile-level keys of earlier profile files, folded into the contract (`input_dtypes` -> contract.dtypes).
+_LEGACY = {"input_dtypes": "dtypes", "input_tensor": "input"}
 
 
 @dataclass(frozen=True)
@@ -15,53 +35,51 @@ class Profile:
     """A grader runtime. `packages` empty means the current interpreter (the `local` profile)."""
 
     name: str
-    contract: int  # 2024: class Model, __init__(self); 2023: class model, __init__(self, path) + empty `metadata`
+    contract: Contract
     packages: tuple[str, ...] = ()
-    input_dtypes: tuple[str, ...] = ("uint8", "float32")
-    input_tensor: bool = False  # 2023 fed a tf.Tensor
     time_limit_s: float = 600.0
     memory_limit_mb: int = 8192
-    size_limit_mb: float = 300.0
+    size_limit_mb: float = 300.0  # the upload limit this profile assumes (zip bytes)
+    unpacked_limit_mb: float = 4096.0  # the most a submission may unpack to before cbtool refuses to extract it
     keras_major: int = 3
     keras_version: str | None = None  # the runtime's Keras, for the `.keras` version check
     importable: tuple[str, ...] = ("numpy", "tensorflow", "keras")
     description: str = ""
-    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.contract, Contract):  # the 2024 / 2023 shorthand
+            object.__setattr__(self, "contract", contract_from(self.contract, f"profile {self.name!r}", self.name))
 
     @property
     def is_local(self) -> bool:
         return not self.packages
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.update(contract=self.contract.key, contract_spec=self.contract.to_dict(),
+                   input_dtypes=list(self.contract.dtypes), input_tensor=self.contract.tensor_input)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
+_GRADER_MODULES = ("numpy", "tensorflow", "keras", "scipy", "PIL", "sklearn", "pandas", "h5py")
 BUILTIN = {
     "an2dl-2024": Profile(
         name="an2dl-2024",
-        contract=2024,
+        contract=AN2DL_2024,
         packages=("tensorflow-cpu==2.17.0", "keras==3.4.1", "numpy<2"),
-        input_dtypes=("uint8", "float32"),
-        time_limit_s=600.0,
-        memory_limit_mb=8192,
         size_limit_mb=150.0,
-        keras_major=3,
         keras_version="3.4.1",
-        importable=("numpy", "tensorflow", "keras", "scipy", "PIL", "sklearn", "pandas", "h5py"),
+        importable=_GRADER_MODULES,
         description="AN2DL 2024 (Codabench, blood cells): class Model(), predict(X uint8/float32 (n,96,96,3)) -> (n,) indices",
     ),
     "an2dl-2023": Profile(
         name="an2dl-2023",
-        contract=2023,
+        contract=AN2DL_2023,
         packages=("tensorflow-cpu==2.15.1", "numpy<2"),
-        input_dtypes=("float32",),
-        input_tensor=True,
-        time_limit_s=600.0,
-        memory_limit_mb=8192,
         size_limit_mb=300.0,
         keras_major=2,
         keras_version="2.15.0",
-        importable=("numpy", "tensorflow", "keras", "scipy", "PIL", "sklearn", "pandas", "h5py"),
+        importable=_GRADER_MODULES,
         description="AN2DL 2023 (CodaLab, leaves): class model(path), empty `metadata`, predict(tf.Tensor float32) -> indices",
     ),
 }
@@ -78,7 +96,7 @@ def local_profile() -> Profile:
         pass
     return Profile(
         name="local",
-        contract=2024,
+        contract=AN2DL_2024,
         packages=(),
         keras_major=int(keras_version.split(".")[0]) if keras_version else 3,
         keras_version=keras_version,
@@ -109,20 +127,47 @@ def load_user_profiles(path: str | os.PathLike) -> dict[str, Profile]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise RuntimeProfileError(f"{path}: no such profiles file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuntimeProfileError(f"{path}: cannot read the profiles file ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise RuntimeProfileError(f"{path}: not valid TOML ({exc})") from exc
-    out = {}
-    for name, table in (data.get("profiles") or {}).items():
-        out[name] = _profile_from_table(path, name, table)
-    return out
-
-
-def _profile_from_table(path: Path, name: str, table: dict) -> Profile:
-    allowed = set(Profile.__dataclass_fields__) - {"name"}
-    unknown = sorted(set(table) - allowed)
+    unknown = sorted(set(data) - {"profiles"})
     if unknown:
-        raise RuntimeProfileError(f"{path}: profile {name!r} has unknown field {unknown[0]!r}; expected some of {sorted(allowed)}")
-    if table.get("contract") not in (2023, 2024):
-        raise RuntimeProfileError(f"{path}: profile {name!r} field 'contract' must be 2023 or 2024, found {table.get('contract')!r}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    return Profile(name=name, **values)
+        raise RuntimeProfileError(f"{path}: unknown top-level key {unknown[0]!r}; expected [profiles.NAME] tables")
+    tables = data.get("profiles", {})
+    if not isinstance(tables, dict):
+        raise RuntimeProfileError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables, found {type(tables).__name__}")
+    return {name: _profile_from_table(path, name, table) for name, table in tables.items()}
+
+
+def _profile_from_table(path: Path, name: str, table) -> Profile:
+    source = f"{path}: profile {name!r}"
+    if not isinstance(table, dict):
+        raise RuntimeProfileError(f"{source}: expected a [profiles.{name}] table of fields, found {type(table).__name__} {table!r}")
+    if name in BUILTIN or name == "local":
+        raise RuntimeProfileError(f"{source}: the name is taken by a built-in profile; choose another")
+    table = dict(table)
+    if "contract" not in table:
+        raise RuntimeProfileError(f"{source}: field 'contract' is required (2024, 2023, or a [profiles.{name}.contract] table)")
+    legacy = {field: table.pop(key) for key, field in _LEGACY.items() if key in table}
+    raw_contract = table.pop("contract")
+    values = check_settings(Profile, table, source, error=RuntimeProfileError, skip=("name", "contract"),
+                            extra_known=("contract", *_LEGACY), where="field")
+    contract = contract_from(raw_contract, source, name)
+    if legacy:
+        contract = _with_legacy(contract, legacy, source)
+    return Profile(name=name, contract=contract, **values)
+
+
+def _with_legacy(contract: Contract, legacy: dict, source: str) -> Contract:
+    """`input_dtypes = [...]` / `input_tensor = true` beside a contract shorthand, as earlier profile files wrote it."""
+    values = {}
+    if "dtypes" in legacy:
+        values["dtypes"] = legacy["dtypes"]
+    if "input" in legacy:
+        values["input"] = "tensor" if legacy["input"] is True else "numpy" if legacy["input"] is False else legacy["input"]
+    checked = check_settings(Contract, values, f"{source} contract", error=RuntimeProfileError, skip=("key",), where="field")
+    try:
+        return dataclasses.replace(contract, **checked)
+    except ValueError as exc:
+        raise RuntimeProfileError(f"{source} contract: {exc}") from None

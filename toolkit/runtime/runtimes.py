@@ -64,6 +64,6 @@ def list_runtimes(profiles_file=None) -> list[dict]:
             found = find_venv(profile.name, list(profile.packages))
             python, status = (str(found), "ready") if found else (None, "not created")
             path = str(venv_dir(profile.name, list(profile.packages)))
-        rows.append({"profile": profile.name, "contract": profile.contract, "status": status, "python": python,
+        rows.append({"profile": profile.name, "contract": profile.contract.key, "status": status, "python": python,
                      "venv": path, "packages": list(profile.packages), "description": profile.description})
     return rows

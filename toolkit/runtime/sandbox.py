@@ -2,11 +2,15 @@
 
 Every command that runs a submission (simulate, validate-preprocessing, build-submission's checks) goes through
 `run_submission`. What the child gets, and why:
-- the zip extracted into a fresh temp sandbox (absolute paths, `..` entries and symlinks refused: zip-slip);
+- the zip extracted into a fresh temp sandbox by `SubmissionZip` (absolute paths, `..` entries and symlinks refused:
+  zip-slip; the unpacked size capped by the profile and the free disk: zip bombs);
 - the profile's interpreter (a pinned venv from `ensure_venv`; `sys.executable` for `local`), started with `-I`
   (no PYTHON* variables, no user site-packages, no script directory on sys.path);
-- the working directory set to a separate program folder, as Codabench runs its ingestion program there and
-  not in the submission folder (a `model.py` opening 'weights.h5' by a bare name fails here as it would there);
+- the working directory set to a separate program folder, as a stock Codabench worker runs its ingestion program
+  there (a `model.py` opening 'weights.h5' by a bare name fails here); the profile's contract records what each
+  grader is assumed to do (`Contract.cwd`);
+- the contract itself in the request file: the class to instantiate, its constructor arguments, the methods to
+  call in order (`fit(X, y)` with the given fit data, then `predict` on every input), numpy or tf.Tensor input;
 - an environment of only PYTHONUNBUFFERED=1 plus PATH and a HOME inside the sandbox (so Keras' ~/.keras is the
   sandbox's); cbtool is made unimportable in the child even when the interpreter has it installed;
 - no network when `unshare -n` works on this machine (Linux); otherwise the outcome says it was not blocked;
@@ -21,19 +25,16 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from toolkit.errors import SubmissionError
 from toolkit.runtime.profiles import Profile
 
 CHILD_SCRIPT = Path(__file__).with_name("_child.py")
@@ -41,12 +42,12 @@ BLOCKED_MODULES = ("toolkit", "cbtool")
 POLL_S = 0.1
 STATUS_POLL_S = 0.5
 TAIL_CHARS = 4000
-FAILURE_KINDS = ("import_error", "load_error", "predict_error", "timeout", "killed", "exit")
+FAILURE_KINDS = ("import_error", "load_error", "fit_error", "predict_error", "timeout", "killed", "exit")
 
 
 @dataclass
 class Failure:
-    """Why a run failed: `kind` (one of FAILURE_KINDS), the `phase` (import|load|predict), a one-line message."""
+    """Why a run failed: `kind` (one of FAILURE_KINDS), the `phase` (import|load|fit|predict), a one-line message."""
 
     kind: str
     phase: str
@@ -68,7 +69,7 @@ class RunOutcome:
     captured: dict[str, np.ndarray] = field(default_factory=dict)
     captured_calls: dict[str, list[np.ndarray]] = field(default_factory=dict)
     capture_target: str | None = None
-    timing: dict = field(default_factory=lambda: {"import_s": None, "load_s": None, "predict_s": {}})
+    timing: dict = field(default_factory=lambda: {"import_s": None, "load_s": None, "fit_s": None, "predict_s": {}})
     peak_memory_mb: float | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
@@ -91,11 +92,13 @@ def run_submission(
     capture_input: bool = False,
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    fit_data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RunOutcome:
     """Extract `zip_path`, import its model.py in a child of `profile`'s runtime, call predict on each input.
 
     `progress(k, n)`: k=0 once the child starts predicting, then k more of the n inputs predicted (read from the
-    child's status file while it runs, so a long corruption suite shows how far it is).
+    child's status file while it runs, so a long corruption suite shows how far it is). `fit_data` = (X, y) for a
+    contract whose grader calls fit before predict.
     """
     log = log or (lambda _msg: None)
     python = runtime_python(profile, log)
@@ -106,9 +109,9 @@ def run_submission(
         submission, program, io_dir = root / "submission", root / "program", root / "io"
         for folder in (submission, program, io_dir, root / "home"):
             folder.mkdir()
-        safe_extract(zip_path, submission)
+        safe_extract(zip_path, submission, profile.unpacked_limit_mb)
         shutil.copy2(CHILD_SCRIPT, program / "_child.py")
-        request = _write_request(root, profile, inputs, capture_input)
+        request = _write_request(root, profile, inputs, capture_input, fit_data)
         blocked = "network blocked" if network_block_prefix() else "network NOT blocked (unshare -n unavailable)"
         log(f"running {Path(zip_path).name} in {profile.name} ({python}; {blocked})")
         run = _run_child(python, root, request, time_limit, memory_limit, _StatusWatch(root, len(inputs), progress))
@@ -129,53 +132,41 @@ def runtime_python(profile: Profile, log: Callable[[str], None] | None = None) -
 # --- extraction ---------------------------------------------------------------------------------------------------
 
 
-def safe_extract(zip_path: str | os.PathLike, dest: Path) -> list[str]:
-    """Extract every regular entry of the zip under `dest`; refuse absolute paths, '..' parts and symlinks."""
-    zip_path = Path(zip_path)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise SubmissionError(f"{zip_path}: not a readable zip file ({exc})") from exc
-    dest = dest.resolve()
-    with zf:
-        for info in zf.infolist():
-            _check_entry(zip_path, info, dest)
-        for info in zf.infolist():
-            zf.extract(info, dest)
-        return zf.namelist()
+def safe_extract(zip_path: str | os.PathLike, dest: Path, unpacked_limit_mb: float = 4096.0) -> list[str]:
+    """Extract the zip under `dest` through `SubmissionZip` (zip-slip, symlink and zip-bomb guards)."""
+    from toolkit.submission_zip import SubmissionZip
 
-
-def _check_entry(zip_path: Path, info: zipfile.ZipInfo, dest: Path) -> None:
-    name = info.filename
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise SubmissionError(f"{zip_path}: entry {name!r} points outside the submission folder (absolute path or '..'); refused")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise SubmissionError(f"{zip_path}: entry {name!r} is a symbolic link; refused")
-    target = (dest / name).resolve()
-    if target != dest and dest not in target.parents:
-        raise SubmissionError(f"{zip_path}: entry {name!r} resolves outside the submission folder; refused")
+    with SubmissionZip(zip_path) as sub:
+        return sub.extract(dest, unpacked_limit_mb)
 
 
 # --- the child ----------------------------------------------------------------------------------------------------
 
 
-def _write_request(root: Path, profile: Profile, inputs: dict[str, np.ndarray], capture: bool) -> Path:
+def _write_request(root: Path, profile: Profile, inputs: dict[str, np.ndarray], capture: bool,
+                   fit_data: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    io_dir = root / "io"
     items = []
     for index, (name, array) in enumerate(inputs.items()):
         stem = f"in_{index:03d}"
-        np.save(root / "io" / f"{stem}.npy", np.asarray(array), allow_pickle=False)
-        items.append({"name": name, "file": str(root / "io" / f"{stem}.npy"), "tensor": bool(profile.input_tensor)})
+        np.save(io_dir / f"{stem}.npy", np.asarray(array), allow_pickle=False)
+        items.append({"name": name, "file": str(io_dir / f"{stem}.npy")})
+    fit = None
+    if fit_data is not None and "fit" in profile.contract.methods:
+        np.save(io_dir / "fit_x.npy", np.asarray(fit_data[0]), allow_pickle=False)
+        np.save(io_dir / "fit_y.npy", np.asarray(fit_data[1]), allow_pickle=False)
+        fit = {"x": str(io_dir / "fit_x.npy"), "y": str(io_dir / "fit_y.npy")}
     request = {
         "submission_dir": str(root / "submission"),
-        "contract": int(profile.contract),
+        "contract": profile.contract.to_dict(),
         "inputs": items,
-        "output_dir": str(root / "io"),
-        "status_file": str(root / "io" / "status.json"),
+        "fit": fit,
+        "output_dir": str(io_dir),
+        "status_file": str(io_dir / "status.json"),
         "capture": bool(capture),
         "block_modules": list(BLOCKED_MODULES),
     }
-    path = root / "io" / "request.json"
+    path = io_dir / "request.json"
     path.write_text(json.dumps(request))
     return path
 
@@ -318,7 +309,8 @@ def _outcome(run: _ChildRun, root: Path, inputs: dict, python: str, time_limit: 
     timing = status.get("timing") or {}
     outcome = RunOutcome(
         status="ok",
-        timing={"import_s": timing.get("import_s"), "load_s": timing.get("load_s"), "predict_s": dict(timing.get("predict_s") or {})},
+        timing={"import_s": timing.get("import_s"), "load_s": timing.get("load_s"), "fit_s": timing.get("fit_s"),
+                "predict_s": dict(timing.get("predict_s") or {})},
         peak_memory_mb=run.peak_mb,
         stdout_tail=run.stdout,
         stderr_tail=run.stderr,

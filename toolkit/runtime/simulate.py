@@ -8,19 +8,21 @@ are made here, in the parent; the child only sees arrays, as the grader's child 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from toolkit.errors import ConfigError, SubmissionError
+from toolkit.errors import ConfigError
+from toolkit.results import Result
 from toolkit.runtime import scoring, shift as shift_suite
 from toolkit.runtime.profiles import Profile
+from toolkit.submission_zip import SubmissionZip
 
 MEMORY_NOTE = (
     "The memory limit approximates the grader: cbtool watches the child's resident memory and kills it above the "
@@ -34,6 +36,42 @@ KILLED_NOTE = (
 )
 TIME_NOTE = "The time limit covers import, model load and prediction of the held-out set, as on Codabench."
 SINGLE, ODD = "contract/single", "contract/odd"
+FIT_IMAGES = 32  # held-out images handed to a contract's fit(X, y) when no training data is given
+
+
+@dataclass
+class SimulateResult(Result):
+    """Everything one simulate run measured. `status` ok|failed; `failure` {kind, phase, message, stderr_tail}."""
+
+    status: str
+    submission: str
+    data: str
+    n_images: int
+    class_names: list[str]
+    profile: dict
+    limits: dict
+    inputs: dict
+    seed: int
+    versions: dict
+    failure: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    scores: dict | None = None
+    scores_by_input: dict | None = None
+    shift: dict | None = None
+    timing: dict = field(default_factory=dict)
+    peak_memory_mb: float | None = None
+    sandbox: dict = field(default_factory=dict)
+    report: dict | None = None  # the files `--report DIR` wrote
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SimulateResult:
+        """A result read back from its `to_dict()` (details.json, `--json`), unknown keys ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
@@ -69,7 +107,7 @@ def simulate(
     options: SimulateOptions | None = None,
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> dict:
+) -> SimulateResult:
     """Run, check and score one submission on a held-out npz; return the JSON-able result (status ok|failed).
 
     `progress(k, n)` follows the child through the n input sets (see `run_submission`).
@@ -79,8 +117,8 @@ def simulate(
 
     options = options or SimulateOptions()
     zip_path = Path(zip_path)
-    if not zip_path.is_file():
-        raise SubmissionError(f"{zip_path}: no such submission zip")
+    with SubmissionZip(zip_path) as sub:  # refuses a missing or unreadable zip before any work
+        manifest, members = sub.manifest, sub.top_level()
     data = load_dataset(data_path, allow_pickle=options.allow_pickle)
     if len(data) == 0:
         raise ConfigError(f"{data_path}: the held-out set has no images")
@@ -90,39 +128,49 @@ def simulate(
         plan = _plan_inputs(data.images, profile, options, Path(scratch), log)
         started = time.perf_counter()
         outcome = run_submission(zip_path, profile, plan.inputs, time_limit_s=_hard_limit(time_limit, plan),
-                                 memory_limit_mb=memory_limit, log=log, progress=progress)  # fmt: skip
+                                 memory_limit_mb=memory_limit, log=log, progress=progress,
+                                 fit_data=_fit_data(data, profile, options))  # fmt: skip
         wall = time.perf_counter() - started
         plan.inputs.clear()  # close the memory maps before their folder goes
     result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
-    result["timing"] = _timing(outcome, plan, wall, time_limit)
-    result["peak_memory_mb"] = outcome.peak_memory_mb
-    result["sandbox"] = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail}
+    result.timing = _timing(outcome, plan, wall, time_limit)
+    result.peak_memory_mb = outcome.peak_memory_mb
+    result.sandbox = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail}
+    if "fit" in profile.contract.methods:
+        result.warnings.append(f"profile {profile.name}'s contract calls fit(X, y) before predict; with no training data "
+                               f"given, simulate passed {min(FIT_IMAGES, len(data))} held-out images with their labels "
+                               "(a submission that learns in fit would score optimistically here)")
     if outcome.status != "ok" or outcome.failure is not None:
-        return _fail(result, _failure_dict(outcome.failure, outcome), zip_path)
-    over = _over_time(result["timing"], time_limit)
+        return _fail(result, _failure_dict(outcome.failure, outcome), members, profile)
+    over = _over_time(result.timing, time_limit)
     if over:
-        return _fail(result, over, zip_path)
-    result["class_names"] = _class_names(data.class_names, zip_path, result["warnings"])
+        return _fail(result, over, members, profile)
+    result.class_names = _class_names(data.class_names, manifest, result.warnings)
     try:
-        checked = _check_outputs(outcome.outputs, plan, len(result["class_names"]))
+        checked = _check_outputs(outcome.outputs, plan, len(result.class_names))
     except scoring.BadOutput as exc:
-        return _fail(result, {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}, zip_path)
+        failure = {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}
+        return _fail(result, failure, members, profile)
     _score(result, checked, data, plan)
     return result
 
 
-def _class_names(data_names: list[str], zip_path: Path, warnings: list[str]) -> list[str]:
+def _fit_data(data, profile: Profile, options: SimulateOptions) -> tuple[np.ndarray, np.ndarray] | None:
+    """What a contract's fit(X, y) gets: a seeded sample of the held-out set (simulate has no training data)."""
+    if "fit" not in profile.contract.methods:
+        return None
+    k = min(FIT_IMAGES, len(data))
+    idx = np.sort(np.random.default_rng(options.seed + 1).choice(len(data), size=k, replace=False))
+    return data.images[idx].astype(profile.contract.dtypes[0]), data.labels[idx]
+
+
+def _class_names(data_names: list[str], manifest: dict, warnings: list[str]) -> list[str]:
     """The held-out set's class names, extended by the classes in the zip's manifest when the submission knows more.
 
     A held-out sample without the last class (or a generic npz whose labels imply fewer classes) must not turn a
     legitimate prediction of that class into a bad_output failure.
     """
-    from toolkit.submission.build import read_manifest
-
-    try:
-        classes = [str(c) for c in read_manifest(zip_path).get("classes") or []]
-    except (OSError, ValueError, zipfile.BadZipFile):
-        classes = []
+    classes = [str(c) for c in manifest.get("classes") or []]
     names = list(data_names)
     if len(classes) > len(names):
         generic = names == [str(i) for i in range(len(names))]
@@ -156,7 +204,7 @@ class _Plan:
 
 
 def _plan_inputs(images: np.ndarray, profile: Profile, options: SimulateOptions, scratch: Path, log) -> _Plan:
-    dtypes = list(profile.input_dtypes) or ["uint8"]
+    dtypes = list(profile.contract.dtypes)
     first = dtypes[0]
     plan = _Plan({}, {f"{d}": f"clean/{d}" for d in dtypes}, 1)
     for dtype, name in plan.clean.items():
@@ -202,25 +250,23 @@ def _hard_limit(time_limit: float, plan: _Plan) -> float:
 # --- outcome -> result ------------------------------------------------------------------------------------------
 
 
-def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan) -> dict:
+def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan) -> SimulateResult:
     from toolkit.provenance import versions
 
-    return {
-        "status": "ok",
-        "failure": None,
-        "submission": str(zip_path),
-        "data": str(data_path),
-        "n_images": len(data),
-        "class_names": list(data.class_names),
-        "profile": {"name": profile.name, "contract": profile.contract, "packages": list(profile.packages),
-                    "input_dtypes": list(profile.input_dtypes), "input_tensor": profile.input_tensor},
-        "limits": {"time_limit_s": time_limit, "memory_limit_mb": memory_limit, "note": f"{TIME_NOTE} {MEMORY_NOTE}"},
-        "inputs": {name: {"n": shape[0], "dtype": dtype} for name, (shape, dtype) in plan.shapes.items() if not name.startswith("shift/")},
-        "seed": options.seed,
-        "warnings": [],
-        "scores": None,
-        "versions": {**versions(), "runtime": ", ".join(profile.packages) or "current interpreter"},
-    }
+    return SimulateResult(
+        status="ok",
+        submission=str(zip_path),
+        data=str(data_path),
+        n_images=len(data),
+        class_names=list(data.class_names),
+        profile={"name": profile.name, "contract": profile.contract.key, "packages": list(profile.packages),
+                 "input_dtypes": list(profile.contract.dtypes), "input_tensor": profile.contract.tensor_input,
+                 "contract_spec": profile.contract.to_dict()},
+        limits={"time_limit_s": time_limit, "memory_limit_mb": memory_limit, "note": f"{TIME_NOTE} {MEMORY_NOTE}"},
+        inputs={name: {"n": shape[0], "dtype": dtype} for name, (shape, dtype) in plan.shapes.items() if not name.startswith("shift/")},
+        seed=options.seed,
+        versions={**versions(), "runtime": ", ".join(profile.packages) or "current interpreter"},
+    )
 
 
 def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
@@ -234,6 +280,7 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
     out = {
         "import_s": timing.get("import_s"),
         "load_s": timing.get("load_s"),
+        "fit_s": timing.get("fit_s"),
         "clean_predict_s": clean_s if predict else None,
         "predict_s": predict,
         "images_per_s": (clean_n / done_s) if done_s > 0 else None,
@@ -242,7 +289,7 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
     if out["images_per_s"] and out["import_s"] is not None and out["load_s"] is not None:
         # What the time limit leaves for predict at the measured rate (the zip's own TTA included): the hidden test
         # must fit in it, and Codabench's machine may be slower than this one.
-        left = max(0.0, time_limit - out["import_s"] - out["load_s"])
+        left = max(0.0, time_limit - out["import_s"] - out["load_s"] - (out["fit_s"] or 0.0))
         out["images_within_limit"] = int(out["images_per_s"] * left)
     if plan.shift_names:
         out.update(shift_predict_s=shift_s, shift_corrupt_s=plan.shift_s)
@@ -252,7 +299,7 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
 def _over_time(timing: dict, limit: float) -> dict | None:
     """With --shift the child ran under a stretched limit: apply the grader's limit to the clean part here."""
     spent, phase = 0.0, None
-    for key in ("import_s", "load_s", "clean_predict_s"):
+    for key in ("import_s", "load_s", "fit_s", "clean_predict_s"):
         spent += timing.get(key) or 0.0
         phase = phase or (key.split("_")[0] if spent > limit else None)
     if phase is None:
@@ -280,13 +327,13 @@ def _tail(outcome) -> str:
     return getattr(outcome, "stderr_tail", "") or ""
 
 
-def _fail(result: dict, failure: dict, zip_path: Path) -> dict:
-    hint = _relative_path_hint(failure, zip_path)
+def _fail(result: SimulateResult, failure: dict, members: set[str], profile: Profile) -> SimulateResult:
+    hint = _relative_path_hint(failure, members, profile)
     if hint:
         failure["message"] = f"{failure['message']}\n{hint}"
     if failure["kind"] == "killed":
         failure["message"] += f" (likely out of memory). {KILLED_NOTE}"
-    result.update(status="failed", failure=failure)
+    result.status, result.failure = "failed", failure
     return result
 
 
@@ -297,28 +344,26 @@ _NOT_FOUND = ("no such file or directory", "file not found", "does not exist", "
 _NOT_SUBMISSION_FILES = {"model.py", "manifest.json", "metadata"}
 
 
-def _relative_path_hint(failure: dict, zip_path: Path) -> str | None:
+def _relative_path_hint(failure: dict, members: set[str], profile: Profile) -> str | None:
     """When model.py opened a file of its own submission by a bare relative name, say why it fails and the fix."""
     if failure.get("kind") not in ("import_error", "load_error", "predict_error"):
         return None
     text = str(failure.get("message", ""))  # the exception itself, not the traceback's source lines
     if not any(marker in text.lower() for marker in _NOT_FOUND):
         return None
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = {n.split("/")[0] for n in zf.namelist()} - _NOT_SUBMISSION_FILES
-    except (OSError, zipfile.BadZipFile):
-        return None
+    members = set(members) - _NOT_SUBMISSION_FILES
     # a bare or ./-relative mention; an absolute path (preceded by '/') was resolved and is another problem
     bare = sorted(m for m in members if re.search(rf"(?<![\w/\\.-])(?:\./)?{re.escape(m)}(?![\w-]|\.\w)", text))
     if not bare:
         return None
-    name = bare[0]
+    name, contract = bare[0], profile.contract
+    fix = (f"os.path.join(path, {name!r}) with the `path` your constructor receives" if contract.takes_path else
+           f"os.path.join(os.path.dirname(os.path.abspath(__file__)), {name!r})")
     return (
-        f"model.py opened {name!r} by a relative path, which resolves against the working directory. The grader runs "
-        f"the ingestion program with its working directory outside the submission folder, so {name!r} is not found "
-        f"there (simulate does the same). Resolve files from model.py's own folder: "
-        f"os.path.join(os.path.dirname(os.path.abspath(__file__)), {name!r}) (2023 contract: os.path.join(path, {name!r}))."
+        f"model.py opened {name!r} by a relative path, which resolves against the working directory. simulate runs "
+        f"model.py with its working directory outside the submission folder, as a stock Codabench worker does, so "
+        f"{name!r} is not found there (profile {profile.name} assumes the grader's working directory is "
+        f"'{contract.cwd}'). Resolve files from model.py's own folder and it works under any grader: {fix}."
     )
 
 
@@ -335,18 +380,18 @@ def _check_outputs(outputs: dict, plan: _Plan, num_classes: int) -> dict[str, sc
     return checked
 
 
-def _score(result: dict, checked: dict, data, plan: _Plan) -> None:
-    warnings = result["warnings"]
+def _score(result: SimulateResult, checked: dict, data, plan: _Plan) -> None:
+    warnings = result.warnings
     for check in checked.values():
         warnings.extend(w for w in check.warnings if w not in warnings)
-    by_dtype = {dtype: scoring.score(data.labels, checked[name].predictions, result["class_names"]) for dtype, name in plan.clean.items()}
+    by_dtype = {dtype: scoring.score(data.labels, checked[name].predictions, result.class_names) for dtype, name in plan.clean.items()}
     worst = min(by_dtype, key=lambda d: by_dtype[d]["accuracy"])
-    result["scores"] = {**by_dtype[worst], "input": worst}
-    result["scores_by_input"] = {d: s["accuracy"] for d, s in by_dtype.items()}
+    result.scores = {**by_dtype[worst], "input": worst}
+    result.scores_by_input = {d: s["accuracy"] for d, s in by_dtype.items()}
     reference = checked[plan.clean[worst]].predictions
     _consistency(warnings, checked, plan, reference)
     if plan.shift_names:
-        result["shift"] = _shift_result(checked, plan, data.labels, reference)
+        result.shift = _shift_result(checked, plan, data.labels, reference)
 
 
 def _consistency(warnings: list, checked: dict, plan: _Plan, reference: np.ndarray) -> None:

@@ -26,9 +26,10 @@ def cache_dir() -> Path:
 
 
 def venv_dir(name: str, packages: list[str]) -> Path:
-    """Where the venv for `name` with exactly `packages` lives (a hash of the pins is in the name)."""
+    """Where the venv with exactly `packages` lives: keyed by the pins alone, so profiles that pin the same packages
+    (a user profile with another contract but the an2dl-2024 runtime) share one venv. `name` is for messages."""
     key = hashlib.sha256("\n".join(sorted(packages)).encode()).hexdigest()[:10]
-    return cache_dir() / "runtimes" / f"{name}-{key}"
+    return cache_dir() / "runtimes" / f"env-{key}"
 
 
 def venv_python(path: Path) -> Path:

@@ -13,15 +13,28 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.artifacts import FORMATS, SUBMISSION_FILES, ExportDir, RunDir
 from toolkit.errors import SubmissionError
-from toolkit.fsutil import atomic_path, sha256_file
+from toolkit.fsutil import atomic_path, sha256_bytes, sha256_file
+from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
-from toolkit.submission.render import TTA_CHOICES, TTA_VIEWS, WEIGHTS_FILES, render_model_py
+from toolkit.submission.check import CheckReport
+from toolkit.submission.render import TTA_CHOICES, render_model_py
+from toolkit.tta import TTA_VIEWS
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644
-FORMATS = tuple(WEIGHTS_FILES)
-EXPORT_FILES = ("model_spec.json", "classes.json", "preprocessing.json")
+
+
+@dataclass
+class BuildResult(Result):
+    """The zip written, its sha256 and size, the manifest inside it, and the `check` report it passed (or not)."""
+
+    zip: str
+    sha256: str
+    bytes: int
+    manifest: dict
+    check: CheckReport
 
 
 @dataclass
@@ -33,7 +46,7 @@ class BuildOptions:
 
 
 def build_submission(source: str | os.PathLike, output: str | os.PathLike, profile: Profile,
-                     options: BuildOptions | None = None, log: Callable[[str], None] | None = None) -> dict:
+                     options: BuildOptions | None = None, log: Callable[[str], None] | None = None) -> BuildResult:
     """Build the zip at `output` from an export dir or a run dir; return its manifest plus the check report."""
     from toolkit.submission.check import check_submission
 
@@ -45,12 +58,12 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
         exported = _read_export(export_dir, options.fmt)
         files = _payload(export_dir, exported, profile, options)
         manifest = _manifest(source, exported, profile, options, files)
-        files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        files[SUBMISSION_FILES.MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         _write_zip(Path(output), files)
     log(f"wrote {output} ({Path(output).stat().st_size / 2**20:.2f} MiB); checking it against {profile.name}")
     report = check_submission(output, profile)
-    return {"zip": str(output), "sha256": sha256_file(output), "bytes": Path(output).stat().st_size,
-            "manifest": manifest, "check": report}
+    return BuildResult(zip=str(output), sha256=sha256_file(output), bytes=Path(output).stat().st_size, manifest=manifest,
+                       check=report)
 
 
 def _validate_options(options: BuildOptions) -> None:
@@ -64,9 +77,9 @@ def _validate_options(options: BuildOptions) -> None:
 
 def _export_dir(source: Path, scratch: Path, options: BuildOptions, log: Callable[[str], None]) -> Path:
     """An export dir as is; a run dir (best.weights.h5, no manifest) is exported first into scratch."""
-    if (source / "manifest.json").is_file() and (source / "model_spec.json").is_file():
+    if ExportDir(source).looks_like():
         return source
-    if not (source / "best.weights.h5").is_file():
+    if not RunDir(source).looks_like():
         raise SubmissionError(f"{source}: neither an export dir (manifest.json + model_spec.json) nor a run dir "
                               "(best.weights.h5); run `cbtool train` and `cbtool export` first")
     try:
@@ -80,42 +93,40 @@ def _export_dir(source: Path, scratch: Path, options: BuildOptions, log: Callabl
 
 
 def _read_export(export_dir: Path, fmt: str) -> dict:
-    missing = [n for n in (*EXPORT_FILES, WEIGHTS_FILES[fmt]) if not (export_dir / n).is_file()]
+    export = ExportDir(export_dir)
+    needed = (export.model_spec, export.classes, export.preprocessing, export.weights(fmt))
+    missing = [p.name for p in needed if not p.is_file()]
     if missing:
-        hint = f" (re-export with `cbtool export --format {fmt}`)" if WEIGHTS_FILES[fmt] in missing else ""
+        hint = f" (re-export with `cbtool export --format {fmt}`)" if export.weights(fmt).name in missing else ""
         raise SubmissionError(f"{export_dir}: missing {', '.join(missing)}{hint}")
-    try:
-        data = {n.split(".")[0]: json.loads((export_dir / n).read_text(encoding="utf-8")) for n in (*EXPORT_FILES, "manifest.json")
-                if (export_dir / n).is_file()}
-    except ValueError as exc:
-        raise SubmissionError(f"{export_dir}: unreadable JSON ({exc})") from exc
-    classes = list(data["classes"].get("class_names") or data["model_spec"].get("class_names") or [])
-    if len(classes) != int(data["model_spec"].get("num_classes", len(classes))):
-        raise SubmissionError(f"{export_dir}/classes.json: {len(classes)} class names for num_classes "
-                              f"{data['model_spec'].get('num_classes')}")
+    spec, prep = export.read_json(export.model_spec, SubmissionError), export.read_json(export.preprocessing, SubmissionError)
+    classes_file = export.read_json(export.classes, SubmissionError)
+    manifest = export.read_json(export.manifest, SubmissionError) if export.manifest.is_file() else {}
+    classes = list(classes_file.get("class_names") or spec.get("class_names") or [])
+    if len(classes) != int(spec.get("num_classes", len(classes))):
+        raise SubmissionError(f"{export.classes}: {len(classes)} class names for num_classes {spec.get('num_classes')}")
     from toolkit.provenance import preprocessing_sha256
 
-    recorded, current = data["preprocessing"].get("source_sha256"), preprocessing_sha256()
+    recorded, current = prep.get("source_sha256"), preprocessing_sha256()
     if recorded and recorded != current:
-        raise SubmissionError(f"{export_dir}/preprocessing.json: training used preprocessing source sha256 {recorded[:12]}, "
+        raise SubmissionError(f"{export.preprocessing}: training used preprocessing source sha256 {recorded[:12]}, "
                               f"but toolkit/preprocessing.py is now {current[:12]}; the submission would not apply the "
                               "preprocessing recorded at training (restore that file or retrain)")
-    return {"spec": data["model_spec"], "classes": classes, "preprocessing": data["preprocessing"],
-            "export_manifest": data.get("manifest", {})}
+    return {"spec": spec, "classes": classes, "preprocessing": prep, "export_manifest": manifest}
 
 
 def _payload(export_dir: Path, exported: dict, profile: Profile, options: BuildOptions) -> dict[str, bytes]:
     """The zip's files, in their fixed order: model.py, metadata (2023), the weights file."""
     from toolkit import __version__
 
-    files = {"model.py": render_model_py(exported["spec"], exported["classes"], exported["preprocessing"], profile=profile,
+    files = {SUBMISSION_FILES.MODEL_PY: render_model_py(exported["spec"], exported["classes"], exported["preprocessing"], profile=profile,
                                          fmt=options.fmt, tta=options.tta, batch_size=options.batch_size,
                                          version=__version__).encode("utf-8")}
-    if int(profile.contract) == 2023:
-        files["metadata"] = b""
-    weights = export_dir / WEIGHTS_FILES[options.fmt]
+    if profile.contract.metadata:
+        files[SUBMISSION_FILES.METADATA] = b""
+    weights = ExportDir(export_dir).weights(options.fmt)
     if options.fmt == "portable":
-        files["weights.npz"] = _deterministic_npz(weights, "float16" if options.fp16 else None)
+        files[weights.name] = _deterministic_npz(weights, "float16" if options.fp16 else None)
     else:
         files[weights.name] = weights.read_bytes()
     return files
@@ -140,11 +151,12 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
     from toolkit.provenance import preprocessing_sha256, versions
     from toolkit.submission.render import extract_blocks
 
-    blocks = extract_blocks(files["model.py"].decode("utf-8"))
+    blocks = extract_blocks(files[SUBMISSION_FILES.MODEL_PY].decode("utf-8"))
     export_versions = exported["export_manifest"].get("versions", {})
     return {
         "cbtool_submission": 1,
-        "profile": {"name": profile.name, "contract": int(profile.contract), "packages": list(profile.packages)},
+        "profile": {"name": profile.name, "contract": profile.contract.key, "packages": list(profile.packages),
+                    "contract_spec": profile.contract.to_dict()},
         "format": options.fmt, "tta": options.tta, "tta_views": TTA_VIEWS[options.tta],
         "fp16": bool(options.fp16 or exported["export_manifest"].get("fp16")),
         "batch_size": int(options.batch_size),
@@ -156,15 +168,9 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "embedded": {name: info["sha256_body"] for name, info in blocks.items()},
         "versions": {"build": {k: v for k, v in versions().items() if k != "platform"},
                      "export": {k: v for k, v in export_versions.items() if k in ("tensorflow", "keras", "numpy", "cbtool")}},
-        "files": {name: {"sha256": sha256_text_bytes(data), "bytes": len(data)} for name, data in files.items()},
+        "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()},
         "size_bytes": sum(len(d) for d in files.values()),
     }
-
-
-def sha256_text_bytes(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _info(name: str, compress: int) -> zipfile.ZipInfo:
@@ -186,19 +192,12 @@ def _write_zip(output: Path, files: dict[str, bytes]) -> None:
 def submission_profile(zip_path: str | os.PathLike, name: str | None, profiles_file=None):
     """`name`, else the profile recorded in the zip's manifest.json by build-submission, else an2dl-2024."""
     from toolkit.runtime.profiles import get_profile
+    from toolkit.submission_zip import SubmissionZip
 
     if name is None:
         try:
-            name = (read_manifest(zip_path).get("profile") or {}).get("name")
-        except (OSError, ValueError, zipfile.BadZipFile):  # an unreadable zip is reported by the command itself
+            with SubmissionZip(zip_path) as sub:
+                name = (sub.manifest.get("profile") or {}).get("name")
+        except SubmissionError:  # an unreadable zip is reported by the command itself
             name = None
     return get_profile(name or "an2dl-2024", profiles_file)
-
-
-def read_manifest(zip_path: str | os.PathLike) -> dict:
-    """The manifest.json of a cbtool-built zip ({} when it has none)."""
-    with zipfile.ZipFile(zip_path) as zf:
-        if "manifest.json" not in zf.namelist():
-            return {}
-        return json.loads(zf.read("manifest.json"))
-

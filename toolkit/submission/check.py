@@ -9,14 +9,15 @@ import ast
 import io
 import json
 import os
-import stat
 import sys
 import zipfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from toolkit.errors import SubmissionError
+from toolkit.artifacts import SUBMISSION_FILES
+from toolkit.contract import METHODS, Contract
+from toolkit.results import Issue, Result
 from toolkit.runtime.profiles import Profile
+from toolkit.submission_zip import SubmissionZip
 
 FLAGGED = {
     "keras_cv": "keras_cv is not known to be installed on the grader; use core Keras layers",
@@ -26,96 +27,51 @@ FLAGGED = {
     "toolkit": "cbtool is not installed on the grader; a submission must not import it",
     "cbtool": "cbtool is not installed on the grader; a submission must not import it",
 }
-JUNK = ("__MACOSX/", ".DS_Store", "Thumbs.db", "__pycache__/")
 KERAS_MODULE_PREFIXES = ("keras", "builtins")
+__all__ = ["CheckReport", "Issue", "check_submission", "render"]
 
 
 @dataclass
-class Issue:
-    """One contract violation: `code` (machine name), where (`file`, `symbol`), `expected`, `found`."""
+class CheckReport(Result):
+    """What `cbtool check` found: `ok` when there is no issue; sizes of the zip and of what it unpacks to."""
 
-    code: str
-    file: str
-    symbol: str
-    expected: str
-    found: str
-
-    @property
-    def message(self) -> str:
-        where = f"{self.file}: {self.symbol}" if self.symbol else self.file
-        return f"{where}: expected {self.expected}; found {self.found}"
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "message": self.message}
+    ok: bool
+    zip: str
+    profile: str
+    contract: int | str
+    entries: list[str]
+    zip_mb: float
+    unpacked_mb: float
+    issues: list[Issue] = field(default_factory=list)
 
 
-def check_submission(zip_path: str | os.PathLike, profile: Profile) -> dict:
-    """Run every static check; return {"ok", "zip", "profile", "issues": [...], "entries", "zip_mb"}."""
-    zip_path = Path(zip_path)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise SubmissionError(f"{zip_path}: not a readable zip file ({exc})") from exc
-    issues: list[Issue] = []
-    with zf:
-        names = [i.filename for i in zf.infolist()]
-        issues += _layout(zf)
-        issues += _size(zip_path, zf, profile)
-        if "model.py" in names:
-            source = zf.read("model.py").decode("utf-8", "replace")
-            local = {n.split("/")[0].removesuffix(".py") for n in names}
+def check_submission(zip_path: str | os.PathLike, profile: Profile) -> CheckReport:
+    """Run every static check of the zip against `profile` (its contract, importable modules, limits)."""
+    with SubmissionZip(zip_path) as sub:
+        issues = sub.layout_issues() + sub.size_issues(profile.size_limit_mb, profile.unpacked_limit_mb, profile.name)
+        source = sub.model_py
+        if source is not None:
+            local = {n.removesuffix(".py") for n in sub.top_level()}
             issues += _model_py(source, profile, local)
-        for name in names:
+        for name in sub.names:
             if name.endswith(".keras"):
-                issues += _keras_file(name, zf.read(name), profile)
-        if int(profile.contract) == 2023 and "metadata" not in names:
+                issues += _keras_file(name, sub.read(name), profile)
+        if profile.contract.metadata and not sub.has(SUBMISSION_FILES.METADATA):
             issues.append(Issue("missing_metadata", "metadata", "", "an empty file named `metadata` at the zip root "
-                                "(CodaLab 2023 treats the zip as a code submission only with it)", "no `metadata` entry"))
-    return {"ok": not issues, "zip": str(zip_path), "profile": profile.name, "contract": int(profile.contract),
-            "entries": names, "zip_mb": zip_path.stat().st_size / 2**20, "issues": [i.to_dict() for i in issues]}
+                                f"(the {profile.name} contract marks a code submission with it)", "no `metadata` entry"))
+        return CheckReport(ok=not issues, zip=str(zip_path), profile=profile.name, contract=profile.contract.key,
+                           entries=list(sub.names), zip_mb=sub.size_bytes / 2**20, unpacked_mb=sub.unpacked_bytes / 2**20,
+                           issues=issues)
 
 
-def render(report: dict) -> str:
+def render(report: CheckReport) -> str:
     """Human text for a check report."""
-    if report["ok"]:
-        return f"ok: {report['zip']} passes the {report['profile']} contract checks ({len(report['entries'])} entries, {report['zip_mb']:.2f} MiB)"
-    lines = [f"{report['zip']}: {len(report['issues'])} problem(s) for profile {report['profile']}"]
-    lines += [f"  [{i['code']}] {i['message']}" for i in report["issues"]]
+    if report.ok:
+        return (f"ok: {report.zip} passes the {report.profile} contract checks ({len(report.entries)} entries, "
+                f"{report.zip_mb:.2f} MiB, {report.unpacked_mb:.2f} MiB unpacked)")
+    lines = [f"{report.zip}: {len(report.issues)} problem(s) for profile {report.profile}"]
+    lines += [f"  [{i.code}] {i.message}" for i in report.issues]
     return "\n".join(lines)
-
-
-# --- layout and size ----------------------------------------------------------------------------------------------
-
-
-def _layout(zf: zipfile.ZipFile) -> list[Issue]:
-    issues = []
-    names = [i.filename for i in zf.infolist()]
-    for info in zf.infolist():
-        name = info.filename
-        if any(part in name for part in JUNK):
-            issues.append(Issue("junk_entry", name, "", "no OS metadata entries (__MACOSX, .DS_Store)", f"entry {name!r}"))
-        if name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
-            issues.append(Issue("unsafe_path", name, "", "relative entry names inside the submission", f"entry {name!r}"))
-        if stat.S_ISLNK(info.external_attr >> 16):
-            issues.append(Issue("symlink", name, "", "regular files", "a symbolic link"))
-    if "model.py" not in names:
-        nested = sorted(n for n in names if n.endswith("/model.py") and "__MACOSX" not in n)
-        if nested:
-            issues.append(Issue("wrapping_folder", nested[0], "", "model.py at the zip root (the grader extracts flat; "
-                                "zip the folder's contents, not the folder)", f"model.py inside folder {nested[0].rsplit('/', 1)[0]!r}"))
-        else:
-            issues.append(Issue("missing_model_py", "model.py", "", "model.py at the zip root", f"entries {names[:8]}"))
-    return issues
-
-
-def _size(zip_path: Path, zf: zipfile.ZipFile, profile: Profile) -> list[Issue]:
-    size_mb = zip_path.stat().st_size / 2**20
-    if size_mb > float(profile.size_limit_mb):
-        biggest = max(zf.infolist(), key=lambda i: i.file_size, default=None)
-        detail = f"; largest entry {biggest.filename} {biggest.file_size / 2**20:.1f} MiB" if biggest else ""
-        return [Issue("too_large", zip_path.name, "", f"at most {float(profile.size_limit_mb):g} MiB for {profile.name} "
-                      "(try --fp16 or a smaller variant)", f"{size_mb:.2f} MiB{detail}")]
-    return []
 
 
 # --- model.py -----------------------------------------------------------------------------------------------------
@@ -126,31 +82,30 @@ def _model_py(source: str, profile: Profile, local: set[str]) -> list[Issue]:
         tree = ast.parse(source, filename="model.py")
     except SyntaxError as exc:
         return [Issue("syntax_error", "model.py", f"line {exc.lineno}", "valid Python", f"SyntaxError: {exc.msg}")]
-    return _contract(tree, profile) + _imports(tree, profile, local)
+    return _contract(tree, profile.contract) + _imports(tree, profile, local)
 
 
-def _contract(tree: ast.Module, profile: Profile) -> list[Issue]:
-    y2024 = int(profile.contract) == 2024
-    want = "Model" if y2024 else "model"
+def _contract(tree: ast.Module, contract: Contract) -> list[Issue]:
+    """The contract's class at top level, its constructor and every method the grader calls, by signature."""
+    want = contract.class_name
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     if want not in classes:
         found = ", ".join(f"class {c}" for c in classes) or "no top-level class"
-        return [Issue("class_name", "model.py", f"class {want}", f"a top-level `class {want}` (contract {profile.contract})", found)]
+        return [Issue("class_name", "model.py", f"class {want}", f"a top-level `class {want}` (contract {contract.key})", found)]
     methods = {n.name: n for n in classes[want].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     issues = []
-    init_expected = "__init__(self)" if y2024 else "__init__(self, path)"
-    init_required = 0 if y2024 else 1
-    if "__init__" in methods:
-        init = methods["__init__"]
-        if not _accepts(init, init_required):
-            issues.append(Issue("signature", "model.py", f"{want}.__init__", init_expected, _signature(init)))
-    elif not y2024:
-        issues.append(Issue("signature", "model.py", f"{want}.__init__", init_expected, "no __init__ (model(path) raises TypeError)"))
-    predict = methods.get("predict")
-    if predict is None:
-        issues.append(Issue("signature", "model.py", f"{want}.predict", "predict(self, X)", "no predict method"))
-    elif not _accepts(predict, 1):
-        issues.append(Issue("signature", "model.py", f"{want}.predict", "predict(self, X)", _signature(predict)))
+    init = methods.get("__init__")
+    if init is not None and not _accepts(init, len(contract.init_args)):
+        issues.append(Issue("signature", "model.py", f"{want}.__init__", contract.init_signature(), _signature(init)))
+    elif init is None and contract.init_args:
+        issues.append(Issue("signature", "model.py", f"{want}.__init__", contract.init_signature(),
+                            f"no __init__ ({want}({', '.join(contract.init_args)}) raises TypeError)"))
+    for name in contract.methods:
+        method = methods.get(name)
+        if method is None:
+            issues.append(Issue("signature", "model.py", f"{want}.{name}", contract.method_signature(name), f"no {name} method"))
+        elif not _accepts(method, len(METHODS[name])):
+            issues.append(Issue("signature", "model.py", f"{want}.{name}", contract.method_signature(name), _signature(method)))
     return issues
 
 

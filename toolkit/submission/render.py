@@ -1,24 +1,24 @@
-"""Render the model.py templates (package data: toolkit/submission/templates/) into a self-contained model.py, and read its embedded source blocks back."""
+"""Render the model.py templates (package data, toolkit/submission/templates/) into a self-contained model.py,
+and read its embedded source blocks back."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
+from toolkit.artifacts import FORMATS, FRAMEWORKS
 from toolkit.errors import SubmissionError
+from toolkit.fsutil import sha256_text
+from toolkit.tta import TTA_VIEWS
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TOOLKIT_DIR = Path(__file__).resolve().parents[1]
-EMBEDDED = ("preprocessing.py", "arch.py")
 BEGIN = "# ---- BEGIN toolkit/{name} sha256={sha} ----"
 END = "# ---- END toolkit/{name} ----"
 _BLOCK = re.compile(r"^# ---- BEGIN toolkit/(?P<name>\S+) sha256=(?P<sha>[0-9a-f]{64}) ----\n(?P<body>.*?)^# ---- END toolkit/(?P=name) ----$",
                     re.S | re.M)
-TTA_CHOICES = ("none", "flip", "d4")
-TTA_VIEWS = {"none": 1, "flip": 2, "d4": 8}
-WEIGHTS_FILES = {"portable": "weights.npz", "keras": "model.keras", "onnx": "model.onnx"}
+TTA_CHOICES = tuple(TTA_VIEWS)
 
 _LOAD = {
     "portable": ("        self.net = build_model(MODEL_SPEC)\n"
@@ -35,17 +35,12 @@ _FORWARD = {
     "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
 }
 _IMPORTS = {"portable": "", "keras": "import tensorflow as tf\nfrom tensorflow import keras\n", "onnx": "import onnxruntime as ort\n"}
-_FRAMEWORK = {"portable": "tensorflow", "keras": "tensorflow", "onnx": "onnxruntime"}
 
 
 def embedded_block(name: str, source: str) -> str:
     """`source` between BEGIN/END marker lines that carry its sha256."""
     body = source if source.endswith("\n") else source + "\n"
     return "\n".join([BEGIN.format(name=name, sha=sha256_text(source)), body + END.format(name=name)])
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def extract_blocks(model_py: str) -> dict[str, dict]:
@@ -59,35 +54,50 @@ def extract_blocks(model_py: str) -> dict[str, dict]:
 
 def render_model_py(spec: dict, classes: list[str], preprocessing: dict, *, profile, fmt: str, tta: str,
                     batch_size: int, version: str) -> str:
-    """The text of model.py for this model, profile contract, weight format and TTA."""
-    if fmt not in _LOAD:
-        raise SubmissionError(f"--format: expected one of {', '.join(_LOAD)}, found {fmt!r}")
+    """The text of model.py for this model, the profile's contract, the weight format and TTA."""
+    if fmt not in FORMATS:
+        raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     if tta not in TTA_CHOICES:
         raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, found {tta!r}")
-    y2024 = int(profile.contract) == 2024
-    contract = ("Codabench 2024: class Model, __init__(self), predict(self, X)" if y2024 else
-                "CodaLab 2023: class model, __init__(self, path), predict(self, X); an empty `metadata` file in the zip")
-    names = ["preprocessing.py"] + (["arch.py"] if fmt == "portable" else [])
-    embedded = "\n\n".join(embedded_block(n, (TOOLKIT_DIR / n).read_text(encoding="utf-8")) for n in names)
+    contract = profile.contract
     values = {
         "VARIANT": str(spec.get("variant", "model")), "NUM_CLASSES": str(len(classes)), "PROFILE": profile.name,
-        "FORMAT": fmt, "TTA": tta, "CONTRACT_TEXT": contract,
-        "CLASS_LINE": "Model() takes no arguments" if y2024 else "model(path) with path = the submission folder",
-        "RESOLVE_TEXT": "os.path.dirname(os.path.abspath(__file__))" if y2024 else "the `path` argument",
-        "FRAMEWORK": _FRAMEWORK[fmt], "CBTOOL_VERSION": version, "FRAMEWORK_IMPORTS": _IMPORTS[fmt],
+        "FORMAT": fmt, "TTA": tta, "CONTRACT_TEXT": contract.describe(), "CLASS_LINE": _class_line(contract),
+        "INPUT_TEXT": f"{' or '.join(contract.dtypes)} as {'a tf.Tensor' if contract.tensor_input else 'numpy'}",
+        "RESOLVE_TEXT": "the `path` argument" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
+        "CWD_TEXT": _CWD_TEXT[contract.cwd],
+        "FRAMEWORK": FRAMEWORKS[fmt], "CBTOOL_VERSION": version, "FRAMEWORK_IMPORTS": _IMPORTS[fmt],
         "CLASS_NAMES": json.dumps(list(classes)), "MODEL_SPEC": repr(_plain(spec)),
         "INPUT_SIZE": str(int(preprocessing["input_size"])), "RESIZE": repr(str(preprocessing.get("resize", "bilinear"))),
-        "WEIGHTS_FILE": repr(WEIGHTS_FILES[fmt]), "FORMAT_REPR": repr(fmt), "TTA_REPR": repr(tta),
-        "BATCH_SIZE": str(int(batch_size)), "EMBEDDED": embedded,
+        "WEIGHTS_FILE": repr(FORMATS[fmt]), "FORMAT_REPR": repr(fmt), "TTA_REPR": repr(tta),
+        "BATCH_SIZE": str(int(batch_size)), "EMBEDDED": _embedded(embedded_sources(spec, fmt)),
     }
-    klass = _fill((TEMPLATE_DIR / "class.py.tmpl").read_text(encoding="utf-8"), {
-        "CLASS_NAME": "Model" if y2024 else "model", "CONTRACT_TEXT": contract,
-        "INIT_ARGS": "self" if y2024 else "self, path",
-        "BASE_DIR": "os.path.dirname(os.path.abspath(__file__))" if y2024 else "os.path.abspath(path)",
+    values["CLASS_CODE"] = _fill((TEMPLATE_DIR / "class.py.tmpl").read_text(encoding="utf-8"), {
+        "CLASS_NAME": contract.class_name, "CONTRACT_TEXT": contract.describe(),
+        "INIT_ARGS": ", ".join(("self", *contract.init_args)),
+        "BASE_DIR": "os.path.abspath(path)" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
         "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt],
     })
-    values["CLASS_CODE"] = klass
     return _fill((TEMPLATE_DIR / "model.py.tmpl").read_text(encoding="utf-8"), values)
+
+
+_CWD_TEXT = {"submission": "they run inside the submission folder", "program": "they run from their own program folder",
+             "unknown": "nothing about the working directory"}
+
+
+def _class_line(contract) -> str:
+    args = ", ".join(contract.init_args)
+    where = " with path = the submission folder" if contract.takes_path else " takes no arguments"
+    return f"{contract.class_name}({args}){where}"
+
+
+def embedded_sources(spec: dict, fmt: str) -> list[str]:
+    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the architecture."""
+    return ["preprocessing.py", "tta.py"] + (["arch.py"] if fmt == "portable" else [])
+
+
+def _embedded(names: list[str]) -> str:
+    return "\n\n".join(embedded_block(n, (TOOLKIT_DIR / n).read_text(encoding="utf-8")) for n in names)
 
 
 def _fill(template: str, values: dict[str, str]) -> str:

@@ -7,66 +7,92 @@ training, to the same probe images. With TTA the identity view (the first call o
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from toolkit.artifacts import RunDir
 from toolkit.errors import SubmissionError
+from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
+from toolkit.tta import IDENTITY_VIEW, TTA_VIEWS
+
+
+@dataclass
+class ValidationReport(Result):
+    """What validate-preprocessing found: `ok` when every probe input reached the network byte-identical."""
+
+    ok: bool
+    zip: str
+    run: str
+    profile: str
+    input_size: int
+    resize: str
+    tta_views: int
+    capture_target: str | None
+    source: dict
+    inputs: list[dict] = field(default_factory=list)
+    diagnoses: list[str] = field(default_factory=list)
+    failure: dict | None = None
+    timing: dict = field(default_factory=dict)
 
 
 def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLike, profile: Profile, *,
-                           data: str | os.PathLike | None = None, n_images: int = 16,
-                           log: Callable[[str], None] | None = None) -> dict:
-    """Run the submission with capture, compare with training's preprocessing; return a JSON-able report."""
+                           data: str | os.PathLike | None = None, n_images: int = 16, allow_pickle: bool = False,
+                           log: Callable[[str], None] | None = None) -> ValidationReport:
+    """Run the submission with capture, compare with training's preprocessing; return the report."""
     from toolkit.runtime.sandbox import run_submission
+    from toolkit.submission_zip import SubmissionZip
 
-    zip_path, run_dir = Path(zip_path), Path(run_dir)
-    prep = _read_json(run_dir / "preprocessing.json")
+    zip_path, run = Path(zip_path), RunDir(run_dir)
+    prep = run.read_json(run.preprocessing, SubmissionError)
     size, resize = int(prep.get("input_size", 96)), str(prep.get("resize", "bilinear"))
-    images = _probe_images(run_dir, data, n_images)
-    inputs = probe_inputs(images)
-    model_py, manifest = _zip_texts(zip_path)
-    views = int(manifest.get("tta_views") or 1)
-    outcome = run_submission(zip_path, profile, inputs, capture_input=True, log=log)
-    report = {"ok": False, "zip": str(zip_path), "run": str(run_dir), "profile": profile.name, "input_size": size,
-              "resize": resize, "tta_views": views, "capture_target": outcome.capture_target,
-              "source": source_hashes(model_py, prep), "inputs": [], "diagnoses": [], "failure": None,
-              "timing": outcome.timing}
+    images, labels = _probe_images(run, data, n_images, allow_pickle)
+    inputs = probe_inputs(images, profile.contract.dtypes)
+    with SubmissionZip(zip_path) as sub:
+        model_py, manifest = sub.model_py or "", sub.manifest
+    views = int(manifest.get("tta_views") or TTA_VIEWS.get(str(manifest.get("tta")), 1))
+    outcome = run_submission(zip_path, profile, inputs, capture_input=True, log=log, fit_data=(images, labels))
+    report = ValidationReport(ok=False, zip=str(zip_path), run=str(run), profile=profile.name, input_size=size,
+                              resize=resize, tta_views=views, capture_target=outcome.capture_target,
+                              source=source_hashes(model_py, prep), timing=outcome.timing)
     if outcome.failure is not None and not any(outcome.captured_calls.values()):
-        report["failure"] = outcome.failure.to_dict()
-        report["diagnoses"] = _diagnose_failure(outcome.failure.message, size)
+        report.failure = outcome.failure.to_dict()
+        report.diagnoses = _diagnose_failure(outcome.failure.message, size)
         return report
     for name, x in inputs.items():
         calls = outcome.captured_calls.get(name) or []
-        report["inputs"].append(compare_input(name, x, calls[::views], size, resize))
-    report["diagnoses"] = _unique(d for item in report["inputs"] for d in item["diagnosis"])
+        report.inputs.append(compare_input(name, x, calls[IDENTITY_VIEW::views], size, resize))
+    report.diagnoses = _unique(d for item in report.inputs for d in item["diagnosis"])
     if outcome.failure is not None:
-        report["failure"] = outcome.failure.to_dict()
-    source_ok = report["source"]["match"] is not False
+        report.failure = outcome.failure.to_dict()
+    source_ok = report.source["match"] is not False
     if not source_ok:
-        report["diagnoses"].append(report["source"]["message"])
-    report["ok"] = source_ok and report["failure"] is None and all(item["identical"] for item in report["inputs"])
+        report.diagnoses.append(report.source["message"])
+    report.ok = source_ok and report.failure is None and all(item["identical"] for item in report.inputs)
     return report
 
 
-def probe_inputs(images: np.ndarray) -> dict[str, np.ndarray]:
-    """The probe set: the images as uint8 and float32, edge cases all-0 / all-255, and float32 with fractions."""
+def probe_inputs(images: np.ndarray, dtypes: tuple[str, ...] = ("uint8", "float32")) -> dict[str, np.ndarray]:
+    """The probe set in each dtype the contract feeds: the images, all-0 and all-255 edge cases, and (float) values
+    with fractions; a 2023-style float32-only contract is never fed uint8."""
     h, w = images.shape[1:3]
     rng = np.random.default_rng(0)
-    fractional = np.clip(images.astype(np.float32) + rng.uniform(-0.5, 0.5, images.shape).astype(np.float32), 0, 255)
-    return {
-        "probe_uint8": images.astype(np.uint8),
-        "probe_float32": images.astype(np.float32),
-        "zeros_uint8": np.zeros((2, h, w, 3), np.uint8),
-        "full_uint8": np.full((2, h, w, 3), 255, np.uint8),
-        "fractional_float32": fractional,
-    }
+    out = {}
+    for dtype in dtypes:
+        out[f"probe_{dtype}"] = images.astype(dtype)
+    first = dtypes[0]
+    out[f"zeros_{first}"] = np.zeros((2, h, w, 3), first)
+    out[f"full_{first}"] = np.full((2, h, w, 3), 255, first)
+    floats = [d for d in dtypes if d.startswith("float")]
+    if floats:
+        noise = rng.uniform(-0.5, 0.5, images.shape)
+        out[f"fractional_{floats[0]}"] = np.clip(images.astype(np.float64) + noise, 0, 255).astype(floats[0])
+    return out
 
 
 def compare_input(name: str, x: np.ndarray, calls: list[np.ndarray], size: int, resize: str) -> dict:
@@ -164,23 +190,22 @@ def source_hashes(model_py: str, prep: dict) -> dict:
     return info
 
 
-def render(report: dict) -> str:
+def render(report: ValidationReport) -> str:
     """Human text for a validation report."""
-    head = f"{report['zip']} vs {report['run']} in {report['profile']} (capture: {report['capture_target']})"
-    if report["ok"]:
-        n = len(report["inputs"])
-        return f"ok: preprocessing byte-identical to training on {n} probe sets; {report['source']['message']}\n  {head}"
+    head = f"{report.zip} vs {report.run} in {report.profile} (capture: {report.capture_target})"
+    if report.ok:
+        return f"ok: preprocessing byte-identical to training on {len(report.inputs)} probe sets; {report.source['message']}\n  {head}"
     lines = [f"MISMATCH: {head}"]
-    for item in report["inputs"]:
+    for item in report.inputs:
         if item["identical"]:
             lines.append(f"  {item['input']:<20} identical")
             continue
         diff = item["first_difference"]
         where = f" first difference at {diff['index']}: training {diff['expected']!r}, submission {diff['found']!r}" if diff else ""
         lines.append(f"  {item['input']:<20} differs;{where}")
-    lines += [f"  diagnosis: {d}" for d in report["diagnoses"]]
-    if report["failure"]:
-        lines.append(f"  the submission failed: [{report['failure']['kind']}] {report['failure']['message']}")
+    lines += [f"  diagnosis: {d}" for d in report.diagnoses]
+    if report.failure:
+        lines.append(f"  the submission failed: [{report.failure['kind']}] {report.failure['message']}")
     return "\n".join(lines)
 
 
@@ -194,40 +219,23 @@ def _first_difference(expected: np.ndarray, found: np.ndarray) -> dict | None:
     return {"index": list(index), "expected": float(expected[index]), "found": float(found[index])}
 
 
-def _probe_images(run_dir: Path, data: str | os.PathLike | None, n: int) -> np.ndarray:
+def _probe_images(run: RunDir, data: str | os.PathLike | None, n: int, allow_pickle: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first n images of --data (refusing pickled arrays unless allowed), else the run's probe.npz; with labels
+    (zeros where none are known) for a contract that calls fit(X, y)."""
     if data is not None:
         from toolkit.data.io import load_dataset
 
-        images = load_dataset(data, allow_pickle=True).images
+        dataset = load_dataset(data, allow_pickle=allow_pickle)
+        images, labels = dataset.images, dataset.labels
     else:
-        path = run_dir / "probe.npz"
-        if not path.is_file():
-            raise SubmissionError(f"{run_dir}: no probe.npz; pass --data with images to probe")
-        with np.load(path, allow_pickle=False) as probe:
+        if not run.probe.is_file():
+            raise SubmissionError(f"{run.path}: no {run.probe.name}; pass --data with images to probe")
+        with np.load(run.probe, allow_pickle=False) as probe:
             images = probe["images"]
+            labels = probe["labels"] if "labels" in probe.files else np.zeros(len(images), np.int64)
     if images.ndim != 4 or images.shape[-1] != 3 or not len(images):
         raise SubmissionError(f"probe images: expected (N, H, W, 3) with N > 0, found {images.shape}")
-    return np.asarray(images[:n])
-
-
-def _zip_texts(zip_path: Path) -> tuple[str, dict]:
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            names = zf.namelist()
-            model_py = zf.read("model.py").decode("utf-8", "replace") if "model.py" in names else ""
-            manifest = json.loads(zf.read("manifest.json")) if "manifest.json" in names else {}
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise SubmissionError(f"{zip_path}: not a readable submission zip ({exc})") from exc
-    return model_py, manifest
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SubmissionError(f"{path}: missing (is --run a training run or export dir?)") from exc
-    except ValueError as exc:
-        raise SubmissionError(f"{path}: not valid JSON ({exc})") from exc
+    return np.asarray(images[:n]), np.asarray(labels[:n]).reshape(-1).astype(np.int64)
 
 
 def _unique(items) -> list[str]:
