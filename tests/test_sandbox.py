@@ -17,7 +17,8 @@ import pytest
 
 from toolkit.errors import SubmissionError
 from toolkit.runtime.profiles import local_profile
-from toolkit.runtime.sandbox import network_block_prefix, run_submission, safe_extract
+from toolkit.runtime.sandbox import network_block_prefix, run_submission
+from toolkit.submission_zip import SubmissionZip
 
 X = {"clean": np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)}
 
@@ -37,7 +38,7 @@ def test_zip_slip_entries_are_refused(tmp_path):
             zf.writestr("model.py", "")
             zf.writestr(bad, "x")
         with pytest.raises(SubmissionError, match="outside the submission folder"):
-            safe_extract(path, tmp_path / "out")
+            SubmissionZip(path).extract(tmp_path / "out", 100)
         assert not (tmp_path / "evil.py").exists()
 
 
@@ -48,7 +49,7 @@ def test_symlink_entries_are_refused(tmp_path):
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(SubmissionError, match="symbolic link"):
-        safe_extract(path, tmp_path / "out")
+        SubmissionZip(path).extract(tmp_path / "out", 100)
 
 
 def test_child_sees_the_graders_environment(tmp_path):

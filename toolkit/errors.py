@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_SUBMISSION_FAILED = 3
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 class CbtoolError(Exception):

@@ -14,10 +14,9 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from toolkit.errors import EXIT_ERROR, EXIT_OK, CbtoolError
+from toolkit.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CbtoolError
 from toolkit.fsutil import json_default
 
-EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 @dataclass

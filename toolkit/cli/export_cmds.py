@@ -9,11 +9,12 @@ from toolkit.cli import main
 from toolkit.cli._common import Output, Result, cbtool_command
 
 
+@cbtool_command(main, "export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "export_dir", required=True, type=click.Path(file_okay=False), help="Export directory to write (a previous export there is replaced).")
 @click.option("--format", "formats", default="portable", show_default=True, help=f"Comma list of {', '.join(FORMATS)}.")
 @click.option("--fp16", is_flag=True, help="Store the portable weight files as float16 (about half the size); agreement is recorded.")
-def _export(out: Output, run_dir, export_dir, formats, fp16) -> Result:
+def export_command(out: Output, run_dir, export_dir, formats, fp16) -> Result:
     """Export a finished training run: portable weights (default), a .keras model and/or ONNX, checked on the probe."""
     from toolkit.export import export_run, parse_formats
 
@@ -30,5 +31,3 @@ def _export(out: Output, run_dir, export_dir, formats, fp16) -> Result:
     lines.extend(f"  note: {note}" for note in result.notes)
     return Result(data=result.to_dict(), human="\n".join(lines))
 
-
-export_command = cbtool_command(main, "export", help=_export.__doc__)(_export)

@@ -11,6 +11,7 @@ from toolkit.families import pretrained_variants, variant_names
 from toolkit.train.config import CHOICES, TrainConfig
 
 
+@cbtool_command(main, "train")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML file of settings (flags override it).")
@@ -27,7 +28,7 @@ from toolkit.train.config import CHOICES, TrainConfig
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR with its saved config.")
 @click.option("--allow-pickle", is_flag=True, help="Allow object arrays in the npz (AN2DL 2023 string labels). Trust the file first.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
-def _train(out: Output, data, val_path, config_path, run_dir, resume, allow_pickle, **overrides) -> Result:
+def train_command(out: Output, data, val_path, config_path, run_dir, resume, allow_pickle, **overrides) -> Result:
     """Train a ConvNeXt (phase 1: head on a frozen backbone; phase 2: fine-tune) and write a run dir."""
     from toolkit.train.config import resolve_config
     from toolkit.train.fit import load_training_data, train
@@ -45,5 +46,3 @@ def _train(out: Output, data, val_path, config_path, run_dir, resume, allow_pick
              f"{result.seconds:.0f} s)\nrun dir: {run_dir}")
     return Result(data=summary, human=human)
 
-
-train_command = cbtool_command(main, "train", help=_train.__doc__)(_train)

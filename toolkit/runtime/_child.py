@@ -7,7 +7,8 @@ imports nothing from cbtool (cbtool is not importable in the child) and only the
 
 REQUEST.json: {"submission_dir", "contract": {class_name, init_args, input, methods, ...} (toolkit/contract.py's
 record as a dict), "inputs": [{"name", "file"}], "fit": {"x", "y"} or null, "output_dir", "status_file",
-"capture": bool, "block_modules": [...]}. The status file is rewritten (atomically) after every phase, so the
+"capture": bool, "capture_layer": the network's input layer named by the zip's manifest or null,
+"block_modules": [...]}. The status file is rewritten (atomically) after every phase, so the
 parent knows how far a child got even when it was killed or called os._exit.
 """
 
@@ -31,7 +32,7 @@ def main(request_path):
     _block(request.get("block_modules") or [])
     submission = request["submission_dir"]
     sys.path.insert(0, submission)  # as the grader's ingestion program: model.py's siblings are importable
-    capture = _Capture(request["output_dir"]) if request.get("capture") else None
+    capture = _Capture(request["output_dir"], request.get("capture_layer")) if request.get("capture") else None
     module = _phase("import", "import_error", lambda: _import_model(submission))
     if module is None:
         return
@@ -189,12 +190,11 @@ def _block(names):
 
 
 class _Capture:
-    """Records every tensor that reaches the network's first layer (cbtool_input_norm, else the first layer)."""
+    """Records every tensor that reaches the network's input layer (the one the manifest names, else the first layer)."""
 
-    LAYER = "cbtool_input_norm"
-
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, layer=None):
         self.output_dir = output_dir
+        self.layer = layer
         self.files = {}
         self.current = None
 
@@ -248,7 +248,7 @@ class _Capture:
                 except Exception:  # noqa: BLE001
                     pass
         layers = [l for l in model.layers if type(l).__name__ != "InputLayer"]
-        named = [l for l in layers if l.name == self.LAYER]
+        named = [l for l in layers if self.layer and l.name == self.layer]
         target = named[0] if named else (layers[0] if layers else model)
         original = target.call
 

@@ -40,7 +40,7 @@ class Profile:
     time_limit_s: float = 600.0
     memory_limit_mb: int = 8192
     size_limit_mb: float = 300.0  # the upload limit this profile assumes (zip bytes)
-    unpacked_limit_mb: float = 4096.0  # the most a submission may unpack to before cbtool refuses to extract it
+    unpacked_limit_mb: float = 2048.0  # the most a submission may unpack to (weights barely compress: ~1.1x the zip)
     keras_major: int = 3
     keras_version: str | None = None  # the runtime's Keras, for the `.keras` version check
     importable: tuple[str, ...] = ("numpy", "tensorflow", "keras")

@@ -109,9 +109,9 @@ def run_submission(
         submission, program, io_dir = root / "submission", root / "program", root / "io"
         for folder in (submission, program, io_dir, root / "home"):
             folder.mkdir()
-        safe_extract(zip_path, submission, profile.unpacked_limit_mb)
+        input_layer = _extract(zip_path, submission, profile)
         shutil.copy2(CHILD_SCRIPT, program / "_child.py")
-        request = _write_request(root, profile, inputs, capture_input, fit_data)
+        request = _write_request(root, profile, inputs, capture_input, fit_data, input_layer)
         blocked = "network blocked" if network_block_prefix() else "network NOT blocked (unshare -n unavailable)"
         log(f"running {Path(zip_path).name} in {profile.name} ({python}; {blocked})")
         run = _run_child(python, root, request, time_limit, memory_limit, _StatusWatch(root, len(inputs), progress))
@@ -132,19 +132,20 @@ def runtime_python(profile: Profile, log: Callable[[str], None] | None = None) -
 # --- extraction ---------------------------------------------------------------------------------------------------
 
 
-def safe_extract(zip_path: str | os.PathLike, dest: Path, unpacked_limit_mb: float = 4096.0) -> list[str]:
-    """Extract the zip under `dest` through `SubmissionZip` (zip-slip, symlink and zip-bomb guards)."""
+def _extract(zip_path: str | os.PathLike, dest: Path, profile: Profile) -> str | None:
+    """Extract the submission; return the network's input layer its manifest names (None for zips cbtool did not build)."""
     from toolkit.submission_zip import SubmissionZip
 
     with SubmissionZip(zip_path) as sub:
-        return sub.extract(dest, unpacked_limit_mb)
+        sub.extract(dest, profile.unpacked_limit_mb)
+        return (sub.manifest.get("model") or {}).get("input_layer")
 
 
 # --- the child ----------------------------------------------------------------------------------------------------
 
 
 def _write_request(root: Path, profile: Profile, inputs: dict[str, np.ndarray], capture: bool,
-                   fit_data: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+                   fit_data: tuple[np.ndarray, np.ndarray] | None = None, input_layer: str | None = None) -> Path:
     io_dir = root / "io"
     items = []
     for index, (name, array) in enumerate(inputs.items()):
@@ -164,6 +165,7 @@ def _write_request(root: Path, profile: Profile, inputs: dict[str, np.ndarray], 
         "output_dir": str(io_dir),
         "status_file": str(io_dir / "status.json"),
         "capture": bool(capture),
+        "capture_layer": input_layer,
         "block_modules": list(BLOCKED_MODULES),
     }
     path = io_dir / "request.json"

@@ -160,7 +160,7 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "format": options.fmt, "tta": options.tta, "tta_views": TTA_VIEWS[options.tta],
         "fp16": bool(options.fp16 or exported["export_manifest"].get("fp16")),
         "batch_size": int(options.batch_size),
-        "model": {k: exported["spec"].get(k) for k in ("variant", "input_size", "num_classes", "depths", "dims")},
+        "model": _model_entry(exported["spec"]),
         "classes": exported["classes"],
         "preprocessing": {"sha256": preprocessing_sha256(), "run_sha256": exported["preprocessing"].get("source_sha256"),
                           "input_size": exported["preprocessing"].get("input_size"),
@@ -171,6 +171,17 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()},
         "size_bytes": sum(len(d) for d in files.values()),
     }
+
+
+def _model_entry(spec: dict) -> dict:
+    """The manifest's model block: variant, family, input size, classes, the family's architecture fields, and the
+    layer whose input is the network's input (what the sandbox captures)."""
+    from toolkit.families import family_of, get_variant
+
+    variant, family = get_variant(str(spec.get("variant"))), family_of(str(spec.get("variant")))
+    entry = {k: spec.get(k) for k in ("variant", "input_size", "num_classes")}
+    entry.update({k: spec.get(k) for k in variant.arch}, family=family.name, input_layer=family.input_layer)
+    return entry
 
 
 def _info(name: str, compress: int) -> zipfile.ZipInfo:

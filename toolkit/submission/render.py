@@ -92,8 +92,12 @@ def _class_line(contract) -> str:
 
 
 def embedded_sources(spec: dict, fmt: str) -> list[str]:
-    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the architecture."""
-    return ["preprocessing.py", "tta.py"] + (["arch.py"] if fmt == "portable" else [])
+    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the family's architecture."""
+    if fmt != "portable":
+        return ["preprocessing.py", "tta.py"]
+    from toolkit.families import family_of
+
+    return ["preprocessing.py", "tta.py", family_of(str(spec.get("variant"))).arch_source]
 
 
 def _embedded(names: list[str]) -> str:
