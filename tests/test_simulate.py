@@ -112,22 +112,68 @@ def test_memory_failure_says_the_limit_approximates_the_grader(tmp_path, heldout
     assert "approximates the grader" in out["limits"]["note"]
 
 
-def test_relative_path_fails_as_on_the_grader_with_the_fix_through_the_entry_point(tmp_path, heldout):
+def _cwd_profile(tmp_path: Path, cwd: str) -> Path:
+    """A local-interpreter profile whose contract is an2dl-2024's but for the grader's working directory."""
+    path = tmp_path / f"cwd_{cwd}.toml"
+    path.write_text(f'[profiles.cwd-{cwd}.contract]\nclass_name = "Model"\ncwd = "{cwd}"\n')
+    return path
+
+
+def test_relative_path_fails_where_the_grader_runs_elsewhere_with_the_fix_through_the_entry_point(tmp_path, heldout):
     cbtool = shutil.which("cbtool") or str(Path(sys.executable).with_name("cbtool"))
     zip_path = make_zip("relative_path", tmp_path)
     # run from inside an extracted copy: a working directory holding weights.keras must not rescue the submission
     workdir = tmp_path / "extracted"
     zipfile.ZipFile(zip_path).extractall(workdir)
     proc = subprocess.run(
-        [cbtool, "simulate", str(zip_path), "--data", str(heldout[0]), "--profile", "local", "--json"],
+        [cbtool, "simulate", str(zip_path), "--data", str(heldout[0]), "--profile", "cwd-program",
+         "--profiles-file", str(_cwd_profile(tmp_path, "program")), "--json"],
         cwd=workdir, capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
-    failure = json.loads(proc.stdout)["failure"]
-    assert failure["kind"] == "load_error"
+    out = json.loads(proc.stdout)
+    failure = out["failure"]
+    assert failure["kind"] == "load_error" and out["sandbox"]["cwd"] == "program"
     assert "'weights.keras' by a relative path" in failure["message"]
-    assert "working directory outside the submission" in failure["message"]
+    assert "working directory outside the submission" in failure["message"] and "assumes the grader's is 'program'" in failure["message"]
     assert "os.path.dirname(os.path.abspath(__file__))" in failure["message"]
+
+
+def test_relative_path_passes_with_a_warning_where_the_grader_runs_inside_the_submission(tmp_path, heldout):
+    """an2dl-2024's grader ran inside the submission folder (its official template loads 'weights.keras' bare)."""
+    code, out = run_cli(make_zip("relative_path", tmp_path), "--data", heldout[0])  # local: the 2024 contract
+    assert code == 0 and out["status"] == "ok" and out["sandbox"]["cwd"] == "submission", out.get("failure")
+    warning = next(w for w in out["warnings"] if "relative to the working directory" in w)
+    assert "'weights.keras'" in warning and "assumes the grader runs inside the submission folder" in warning
+    assert "os.path.dirname(os.path.abspath(__file__))" in warning
+
+
+def test_an_unknown_working_directory_runs_both_and_reports_the_difference(tmp_path, heldout, centroids):
+    profiles = _cwd_profile(tmp_path, "unknown")
+    args = ("--profile", "cwd-unknown", "--profiles-file", str(profiles), "--json")
+    result = CliRunner().invoke(main, ["simulate", str(make_zip("relative_path", tmp_path)), "--data", str(heldout[0]), *args])
+    out = json.loads(result.stdout)
+    assert result.exit_code == 0 and out["sandbox"]["cwd"] == "submission", out.get("failure")
+    assert any(w.startswith("works only if the grader runs inside the submission folder") and "'weights.keras'" in w
+               for w in out["warnings"]), out["warnings"]
+    result = CliRunner().invoke(main, ["simulate", str(make_zip("good", tmp_path, centroids)), "--data", str(heldout[0]), *args])
+    out = json.loads(result.stdout)
+    assert result.exit_code == 0 and out["sandbox"]["cwd"] == "program"  # portable: one run is enough
+    assert not any("working directory" in w for w in out["warnings"])
+
+
+def test_only_the_graders_own_pass_counts_against_the_time_limit(tmp_path, heldout):
+    code, out = run_cli(make_zip("sixty_percent", tmp_path), "--data", heldout[0], "--time-limit", "3.5")
+    timing = out["timing"]
+    assert code == 0 and out["status"] == "ok", out["failure"]
+    assert 0.5 * 3.5 < timing["grader_pass_s"] < 3.5 < timing["grader_pass_s"] + timing["probes_predict_s"]
+
+
+def test_a_2023_zip_simulated_as_2024_names_the_profile_that_fits(tmp_path, heldout, centroids):
+    code, out = run_cli(make_zip("good_2023", tmp_path, centroids), "--data", heldout[0])
+    assert code == 3 and out["failure"]["kind"] == "load_error"
+    first = out["failure"]["message"].splitlines()[0]
+    assert "fits profile an2dl-2023" in first and "--profile an2dl-2023" in first
 
 
 def test_good_submission_scores_what_the_model_scores_in_this_process(tmp_path, heldout, centroids):
@@ -281,7 +327,7 @@ def test_memory_sizes_parse_to_megabytes(text, mb):
 )
 def test_relative_path_hint_reads_numpy_keras_h5py_and_tf_messages(tmp_path, message, hinted):
     from toolkit.runtime.profiles import get_profile
-    from toolkit.runtime.simulate import _relative_path_hint
+    from toolkit.runtime.diagnose import relative_path_hint as _relative_path_hint
     from toolkit.submission_zip import SubmissionZip
 
     zip_path = tmp_path / "s.zip"

@@ -20,21 +20,23 @@ from toolkit.cli._common import Output, Result, cbtool_command, profile_option, 
 @profiles_file_option
 @click.option("--shift", is_flag=True, help="Also score the corruption suite: 11 corruptions x severities 1-5.")
 @click.option("--shift-images", type=click.IntRange(min=0), default=200, show_default=True, help="Images per corrupted set: a seeded sample of --data (0 = all). The suite predicts 55 sets.")
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds for import + load + predict (default: the profile's).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds for the grader's own pass: import + load (+ fit) + one predict of --data (default: the profile's). simulate's extra probes are timed apart.")
 @click.option("--memory-limit", default=None, help="Memory budget, e.g. 4G or 512M (default: the profile's). Approximates the grader.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write scores.json, details.json, PNGs and report.html here.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corruption suite and its sample.")
 @click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (the 2023 string labels need it).")
 def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
-    from toolkit.simulate_report import render_text
     from toolkit.runtime.simulate import SimulateOptions, parse_memory, simulate
+    from toolkit.simulate_report import render_text
     from toolkit.submission.build import submission_profile
+    from toolkit.submission.check import check_submission
 
     profile = submission_profile(submission, profile_name, profiles_file)
     options = SimulateOptions(time_limit, parse_memory(memory_limit), shift, shift_images or None, seed, allow_pickle)
+    findings = check_submission(submission, profile).issues if Path(submission).is_file() else []
     with out.progress_callback("input sets predicted", "set") as predicted:
-        result = simulate(submission, data, profile, options, log=out.info, progress=predicted)
+        result = simulate(submission, data, profile, options, log=out.info, progress=predicted, findings=findings)
     if report_dir is not None:
         from toolkit.simulate_report import write_report
 

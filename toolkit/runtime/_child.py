@@ -32,6 +32,7 @@ def main(request_path):
     _block(request.get("block_modules") or [])
     submission = request["submission_dir"]
     sys.path.insert(0, submission)  # as the grader's ingestion program: model.py's siblings are importable
+    _watch_relative_paths()
     capture = _Capture(request["output_dir"], request.get("capture_layer")) if request.get("capture") else None
     module = _phase("import", "import_error", lambda: _import_model(submission))
     if module is None:
@@ -159,6 +160,32 @@ def _predict(instance, item, contract):
     if arr.dtype == object:
         raise TypeError("predict returned %s, which is not a numeric array" % type(out).__name__)
     return arr
+
+
+_RELATIVE_EVENTS = {"open": 0, "os.listdir": 0, "os.scandir": 0, "glob.glob": 0, "shutil.copyfile": 0, "os.chdir": 0}
+
+
+def _watch_relative_paths():
+    """Record every path the submission opens or lists relative to the working directory (an audit hook: it sees
+    Python-level opens, numpy/pickle/zip/.keras reads and directory listings, not files opened inside C libraries)."""
+    ours = {os.path.abspath(STATUS_FILE), os.path.abspath(STATUS_FILE) + ".tmp"}
+
+    def hook(event, args):
+        index = _RELATIVE_EVENTS.get(event)
+        if index is None or not args:
+            return
+        path = args[index]
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if path is None:
+            path = "."
+        if not isinstance(path, str) or os.path.isabs(path) or os.path.abspath(path) in ours:
+            return
+        seen = STATUS.setdefault("relative_paths", [])
+        if path not in seen and len(seen) < 50:
+            seen.append(path)
+
+    sys.addaudithook(hook)
 
 
 def _write_status(phase):

@@ -6,9 +6,10 @@ Every command that runs a submission (simulate, validate-preprocessing, build-su
   zip-slip; the unpacked size capped by the profile and the free disk: zip bombs);
 - the profile's interpreter (a pinned venv from `ensure_venv`; `sys.executable` for `local`), started with `-I`
   (no PYTHON* variables, no user site-packages, no script directory on sys.path);
-- the working directory set to a separate program folder, as a stock Codabench worker runs its ingestion program
-  there (a `model.py` opening 'weights.h5' by a bare name fails here); the profile's contract records what each
-  grader is assumed to do (`Contract.cwd`);
+- the working directory the caller asks for: the submission folder (where the AN2DL 2024 grader ran, so a
+  `model.py` opening 'weights.keras' by a bare name works there) or a separate program folder (where a stock
+  Codabench worker runs its ingestion program, so such a model.py fails); the child records every relative path
+  the submission opens or lists (an audit hook), so a caller can say which files depend on the working directory;
 - the contract itself in the request file: the class to instantiate, its constructor arguments, the methods to
   call in order (`fit(X, y)` with the given fit data, then `predict` on every input), numpy or tf.Tensor input;
 - an environment of only PYTHONUNBUFFERED=1 plus PATH and a HOME inside the sandbox (so Keras' ~/.keras is the
@@ -42,6 +43,7 @@ BLOCKED_MODULES = ("toolkit", "cbtool")
 POLL_S = 0.1
 STATUS_POLL_S = 0.5
 TAIL_CHARS = 4000
+WORKING_DIRS = ("submission", "program")
 FAILURE_KINDS = ("import_error", "load_error", "fit_error", "predict_error", "timeout", "killed", "exit")
 
 
@@ -76,6 +78,8 @@ class RunOutcome:
     python: str = ""
     network_blocked: bool = False
     wall_s: float = 0.0
+    cwd: str = "program"
+    relative_paths: list[str] = field(default_factory=list)  # paths the submission opened/listed relative to its cwd
 
     @property
     def ok(self) -> bool:
@@ -93,12 +97,13 @@ def run_submission(
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     fit_data: tuple[np.ndarray, np.ndarray] | None = None,
+    cwd: str = "program",
 ) -> RunOutcome:
     """Extract `zip_path`, import its model.py in a child of `profile`'s runtime, call predict on each input.
 
     `progress(k, n)`: k=0 once the child starts predicting, then k more of the n inputs predicted (read from the
     child's status file while it runs, so a long corruption suite shows how far it is). `fit_data` = (X, y) for a
-    contract whose grader calls fit before predict.
+    contract whose grader calls fit before predict. `cwd`: "submission" or "program", the child's working directory.
     """
     log = log or (lambda _msg: None)
     python = runtime_python(profile, log)
@@ -114,8 +119,13 @@ def run_submission(
         request = _write_request(root, profile, inputs, capture_input, fit_data, input_layer)
         blocked = "network blocked" if network_block_prefix() else "network NOT blocked (unshare -n unavailable)"
         log(f"running {Path(zip_path).name} in {profile.name} ({python}; {blocked})")
-        run = _run_child(python, root, request, time_limit, memory_limit, _StatusWatch(root, len(inputs), progress))
-        return _outcome(run, root, inputs, python, time_limit, memory_limit)
+        if cwd not in WORKING_DIRS:
+            raise ValueError(f"cwd must be one of {WORKING_DIRS}, found {cwd!r}")
+        workdir = submission if cwd == "submission" else program
+        run = _run_child(python, root, request, time_limit, memory_limit, _StatusWatch(root, len(inputs), progress), workdir)
+        outcome = _outcome(run, root, inputs, python, time_limit, memory_limit)
+        outcome.cwd = cwd
+        return outcome
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -185,14 +195,14 @@ class _ChildRun:
 
 
 def _run_child(python: str, root: Path, request: Path, time_limit: float, memory_limit: float,
-               status: _StatusWatch | None = None) -> _ChildRun:
+               status: _StatusWatch | None = None, workdir: Path | None = None) -> _ChildRun:
     prefix = network_block_prefix()
     cmd = [*prefix, python, "-I", str(root / "program" / "_child.py"), str(request)]
     env = {"PYTHONUNBUFFERED": "1", "PATH": os.defpath, "HOME": str(root / "home")}
     out_path, err_path = root / "stdout.txt", root / "stderr.txt"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=root / "program", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        proc = subprocess.Popen(cmd, cwd=workdir or root / "program", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
         killed_for, peak = _watch(proc, started, time_limit, memory_limit, status)
         wall = time.monotonic() - started
@@ -320,6 +330,7 @@ def _outcome(run: _ChildRun, root: Path, inputs: dict, python: str, time_limit: 
         network_blocked=run.network_blocked,
         wall_s=run.wall_s,
         capture_target=status.get("capture"),
+        relative_paths=list(status.get("relative_paths") or []),
     )
     outcome.outputs = {name: np.load(path, allow_pickle=False) for name, path in (status.get("outputs") or {}).items()}
     for name, paths in (status.get("captured") or {}).items():

@@ -21,6 +21,8 @@ import numpy as np
 from toolkit.errors import ConfigError
 from toolkit.results import Result
 from toolkit.runtime import scoring, shift as shift_suite
+from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
+from toolkit.runtime.inputs import ODD, SINGLE, Plan, hard_limit, plan_inputs
 from toolkit.runtime.profiles import Profile
 from toolkit.submission_zip import SubmissionZip
 
@@ -34,8 +36,8 @@ KILLED_NOTE = (
     "Codabench's workers have finite memory but no stated limit): predict in bounded batches and avoid holding "
     "every test-time-augmentation view at once."
 )
-TIME_NOTE = "The time limit covers import, model load and prediction of the held-out set, as on Codabench."
-SINGLE, ODD = "contract/single", "contract/odd"
+TIME_NOTE = ("The time limit is judged on the grader's own pass: import, model load, fit where the contract calls it, and "
+             "one prediction of the held-out set in the contract's first dtype; simulate's extra probes are timed apart.")
 FIT_IMAGES = 32  # held-out images handed to a contract's fit(X, y) when no training data is given
 
 
@@ -107,50 +109,102 @@ def simulate(
     options: SimulateOptions | None = None,
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    findings: list | None = None,
 ) -> SimulateResult:
-    """Run, check and score one submission on a held-out npz; return the JSON-able result (status ok|failed).
+    """Run, check and score one submission on a held-out npz; return the result (status ok|failed).
 
-    `progress(k, n)` follows the child through the n input sets (see `run_submission`).
+    `progress(k, n)` follows the child through the n input sets (see `run_submission`). `findings`: `check`'s Issues
+    for the same zip, carried into the result as warnings (the grader would still run the zip).
     """
     from toolkit.data.io import load_dataset
-    from toolkit.runtime.sandbox import run_submission
 
     options = options or SimulateOptions()
     zip_path = Path(zip_path)
     with SubmissionZip(zip_path) as sub:  # refuses a missing or unreadable zip before any work
-        manifest, members = sub.manifest, sub.top_level()
-    data = load_dataset(data_path, allow_pickle=options.allow_pickle)
-    if len(data) == 0:
-        raise ConfigError(f"{data_path}: the held-out set has no images")
-    time_limit = float(options.time_limit_s or profile.time_limit_s)
-    memory_limit = int(options.memory_limit_mb or profile.memory_limit_mb)
-    with tempfile.TemporaryDirectory(prefix="cbtool-shift-") as scratch:
-        plan = _plan_inputs(data.images, profile, options, Path(scratch), log)
-        started = time.perf_counter()
-        outcome = run_submission(zip_path, profile, plan.inputs, time_limit_s=_hard_limit(time_limit, plan),
-                                 memory_limit_mb=memory_limit, log=log, progress=progress,
-                                 fit_data=_fit_data(data, profile, options))  # fmt: skip
-        wall = time.perf_counter() - started
-        plan.inputs.clear()  # close the memory maps before their folder goes
-    result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
-    result.timing = _timing(outcome, plan, wall, time_limit)
+        data = load_dataset(data_path, allow_pickle=options.allow_pickle)
+        if len(data) == 0:
+            raise ConfigError(f"{data_path}: the held-out set has no images")
+        time_limit = float(options.time_limit_s or profile.time_limit_s)
+        memory_limit = int(options.memory_limit_mb or profile.memory_limit_mb)
+        with tempfile.TemporaryDirectory(prefix="cbtool-shift-") as scratch:
+            plan = plan_inputs(data.images, profile, options, Path(scratch), log)
+            run = _run_as_grader(sub, profile, plan, _Run(time_limit, memory_limit, _fit_data(data, profile, options), log, progress))
+            plan.inputs.clear()  # close the memory maps before their folder goes
+        result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
+        result.warnings += [f"check: [{i.code}] {i.message}" for i in findings or []] + run.warnings
+        return _judge(result, run, plan, data, profile, sub)
+
+
+@dataclass
+class _Run:
+    """How to run the child, and what came back (`outcome`, the parent's wall time, warnings about the run)."""
+
+    time_limit: float
+    memory_limit: int
+    fit_data: tuple | None
+    log: Callable[[str], None] | None
+    progress: Callable[[int, int], None] | None
+    outcome: object = None
+    wall: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _run_as_grader(sub: SubmissionZip, profile: Profile, plan: Plan, run: _Run) -> _Run:
+    """Run in the working directory the contract names; for an unknown one, from the program folder first and, when
+    that fails only for a relative path, again inside the submission folder, reporting the difference."""
+    cwd = profile.contract.cwd
+    _child_run(sub, profile, plan, run, "submission" if cwd == "submission" else "program")
+    outcome = run.outcome
+    if cwd == "unknown" and outcome.failure is not None and relative_path_hint(outcome.failure.to_dict(), sub.top_level(),
+                                                                                 profile, outcome.relative_paths):
+        first = outcome.failure
+        _child_run(sub, profile, plan, run, "submission")
+        if run.outcome.failure is None:
+            run.warnings.append(
+                f"works only if the grader runs inside the submission folder: from another folder it fails ({first.kind}: "
+                f"{first.message.splitlines()[0]}). Profile {profile.name} does not know where its grader runs (cwd "
+                f"'unknown'). {relative_path_hint(first.to_dict(), sub.top_level(), profile, outcome.relative_paths)}")
+        else:
+            run.outcome = outcome
+    if run.outcome.failure is None and run.outcome.cwd == "submission":
+        warning = cwd_warning(run.outcome.relative_paths, sub.top_level(), profile)
+        if warning:
+            run.warnings.append(warning)
+    return run
+
+
+def _child_run(sub: SubmissionZip, profile: Profile, plan: Plan, run: _Run, cwd: str) -> None:
+    from toolkit.runtime.sandbox import run_submission
+
+    started = time.perf_counter()
+    run.outcome = run_submission(sub.path, profile, plan.inputs, time_limit_s=hard_limit(run.time_limit, plan),
+                                 memory_limit_mb=run.memory_limit, log=run.log, progress=run.progress,
+                                 fit_data=run.fit_data, cwd=cwd)  # fmt: skip
+    run.wall = time.perf_counter() - started
+
+
+def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile, sub: SubmissionZip) -> SimulateResult:
+    """The outcome against the contract and the time limit, then the scores."""
+    outcome = run.outcome
+    result.timing = _timing(outcome, plan, run.wall, result.limits["time_limit_s"])
     result.peak_memory_mb = outcome.peak_memory_mb
-    result.sandbox = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail}
+    result.sandbox = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail,
+                      "cwd": outcome.cwd, "relative_paths": list(outcome.relative_paths)}
     if "fit" in profile.contract.methods:
         result.warnings.append(f"profile {profile.name}'s contract calls fit(X, y) before predict; with no training data "
                                f"given, simulate passed {min(FIT_IMAGES, len(data))} held-out images with their labels "
                                "(a submission that learns in fit would score optimistically here)")
     if outcome.status != "ok" or outcome.failure is not None:
-        return _fail(result, _failure_dict(outcome.failure, outcome), members, profile)
-    over = _over_time(result.timing, time_limit)
+        return _fail(result, _failure_dict(outcome.failure, outcome), sub, profile, outcome.relative_paths)
+    over = _over_time(result.timing, result.limits["time_limit_s"])
     if over:
-        return _fail(result, over, members, profile)
-    result.class_names = _class_names(data.class_names, manifest, result.warnings)
+        return _fail(result, over, sub, profile)
+    result.class_names = _class_names(data.class_names, sub.manifest, result.warnings)
     try:
         checked = _check_outputs(outcome.outputs, plan, len(result.class_names))
     except scoring.BadOutput as exc:
         failure = {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}
-        return _fail(result, failure, members, profile)
+        return _fail(result, failure, sub, profile)
     _score(result, checked, data, plan)
     return result
 
@@ -181,72 +235,6 @@ def _class_names(data_names: list[str], manifest: dict, warnings: list[str]) -> 
     return names
 
 
-# --- planning the child's inputs ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    inputs: dict[str, np.ndarray]
-    clean: dict[str, str]  # dtype -> input name
-    odd_n: int
-    shift_idx: np.ndarray | None = None
-    shift_names: dict[str, tuple[str, int]] | None = None  # input name -> (family, severity)
-    shift_s: float = 0.0
-    seed: int = 0
-    shapes: dict[str, tuple[tuple, str]] = field(default_factory=dict)  # input name -> (shape, dtype)
-
-    def add(self, name: str, array: np.ndarray) -> None:
-        self.inputs[name] = array
-        self.shapes[name] = (tuple(array.shape), str(array.dtype))
-
-    def n(self, name: str) -> int:
-        return int(self.shapes[name][0][0])
-
-
-def _plan_inputs(images: np.ndarray, profile: Profile, options: SimulateOptions, scratch: Path, log) -> _Plan:
-    dtypes = list(profile.contract.dtypes)
-    first = dtypes[0]
-    plan = _Plan({}, {f"{d}": f"clean/{d}" for d in dtypes}, 1)
-    for dtype, name in plan.clean.items():
-        plan.add(name, images.astype(dtype))
-    n = len(images)
-    plan.odd_n = min(n if n % 2 else n - 1, 7)  # the contract says any n: try 1 and an odd batch besides the set
-    plan.add(SINGLE, images[:1].astype(first))
-    if plan.odd_n > 1:
-        plan.add(ODD, images[: plan.odd_n].astype(first))
-    if options.shift:
-        _plan_shift(plan, images, first, options, scratch, log)
-    return plan
-
-
-def _plan_shift(plan: _Plan, images: np.ndarray, dtype: str, options: SimulateOptions, scratch: Path, log) -> None:
-    """Corrupt a seeded sample, one set at a time, each parked on disk and memory-mapped: the parent never holds
-    the whole suite (55 sets; x4 in float32 for the 2023 profile) in memory."""
-    n = len(images)
-    k = n if not options.shift_images else min(n, int(options.shift_images))
-    rng = np.random.default_rng(options.seed)
-    idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
-    if log:
-        log(f"corrupting {k} images x {len(shift_suite.CORRUPTIONS)} corruptions x {len(shift_suite.SEVERITIES)} severities (seed {options.seed})")
-    started = time.perf_counter()
-    names = {}
-    for family, severity, corrupted in shift_suite.iter_suite(images[idx], seed=options.seed):
-        name = shift_suite.input_name(family, severity)
-        path = scratch / f"{family}_{severity}.npy"
-        np.save(path, corrupted.astype(dtype, copy=False), allow_pickle=False)
-        plan.add(name, np.load(path, mmap_mode="r"))
-        names[name] = (family, severity)
-    plan.shift_idx, plan.shift_names, plan.shift_s, plan.seed = idx, names, time.perf_counter() - started, options.seed
-
-
-def _hard_limit(time_limit: float, plan: _Plan) -> float:
-    """The kill limit for the one child run. Without --shift it is the grader's limit; with it, the limit is
-    stretched by the extra images (the grader's limit is then checked on the clean part afterwards)."""
-    clean = sum(plan.n(name) for name in plan.clean.values())
-    total = sum(plan.n(name) for name in plan.shapes)
-    return time_limit if not plan.shift_names else time_limit * max(1.0, total / max(clean, 1)) + 30.0
-
-
 # --- outcome -> result ------------------------------------------------------------------------------------------
 
 
@@ -269,7 +257,7 @@ def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, o
     )
 
 
-def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
+def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
     timing = dict(getattr(outcome, "timing", None) or {})
     predict = dict(timing.get("predict_s") or {})
     done = set(getattr(outcome, "outputs", None) or {})  # inputs whose predict returned
@@ -277,11 +265,16 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
     clean_n = sum(plan.n(name) for name in plan.clean.values() if name in done)
     done_s = sum(predict.get(name, 0.0) for name in plan.clean.values() if name in done)
     shift_s = sum(v for k, v in predict.items() if k.startswith("shift/"))
+    phases = [timing.get(k) for k in ("import_s", "load_s", "fit_s")]
+    graded = predict.get(plan.graded)
     out = {
         "import_s": timing.get("import_s"),
         "load_s": timing.get("load_s"),
         "fit_s": timing.get("fit_s"),
         "clean_predict_s": clean_s if predict else None,
+        # what the grader itself would time: import + load (+ fit) + one predict over the held-out set
+        "grader_pass_s": (sum(t or 0.0 for t in phases) + graded) if graded is not None else None,
+        "probes_predict_s": sum(v for k, v in predict.items() if k != plan.graded and not k.startswith("shift/")) if predict else None,
         "predict_s": predict,
         "images_per_s": (clean_n / done_s) if done_s > 0 else None,
         "wall_s": wall,
@@ -289,7 +282,7 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
     if out["images_per_s"] and out["import_s"] is not None and out["load_s"] is not None:
         # What the time limit leaves for predict at the measured rate (the zip's own TTA included): the hidden test
         # must fit in it, and Codabench's machine may be slower than this one.
-        left = max(0.0, time_limit - out["import_s"] - out["load_s"] - (out["fit_s"] or 0.0))
+        left = max(0.0, time_limit - sum(t or 0.0 for t in phases))
         out["images_within_limit"] = int(out["images_per_s"] * left)
     if plan.shift_names:
         out.update(shift_predict_s=shift_s, shift_corrupt_s=plan.shift_s)
@@ -297,17 +290,19 @@ def _timing(outcome, plan: _Plan, wall: float, time_limit: float) -> dict:
 
 
 def _over_time(timing: dict, limit: float) -> dict | None:
-    """With --shift the child ran under a stretched limit: apply the grader's limit to the clean part here."""
+    """The child ran under a stretched kill limit: judge the grader's limit on the grader-equivalent pass alone."""
     spent, phase = 0.0, None
-    for key in ("import_s", "load_s", "fit_s", "clean_predict_s"):
-        spent += timing.get(key) or 0.0
+    for key in ("import_s", "load_s", "fit_s", "grader_pass_s"):
+        value = timing.get(key) or 0.0
+        spent = value if key == "grader_pass_s" else spent + value
         phase = phase or (key.split("_")[0] if spent > limit else None)
     if phase is None:
         return None
     return {
         "kind": "timeout",
-        "phase": "predict" if phase == "clean" else phase,
-        "message": f"import, load and prediction of the held-out set took {spent:.1f} s, over the {limit:g} s limit",
+        "phase": "predict" if phase == "grader" else phase,
+        "message": f"import, load and one prediction of the held-out set (the grader's own pass) took {spent:.1f} s, "
+                   f"over the {limit:g} s limit; simulate's extra probes are timed separately and not counted",
         "stderr_tail": "",
     }
 
@@ -327,50 +322,21 @@ def _tail(outcome) -> str:
     return getattr(outcome, "stderr_tail", "") or ""
 
 
-def _fail(result: SimulateResult, failure: dict, members: set[str], profile: Profile) -> SimulateResult:
-    hint = _relative_path_hint(failure, members, profile)
-    if hint:
-        failure["message"] = f"{failure['message']}\n{hint}"
+def _fail(result: SimulateResult, failure: dict, sub: SubmissionZip, profile: Profile, opened: list[str] = ()) -> SimulateResult:
+    """Mark the result failed; explanations first (Keras versions, the fitting profile), the raw message after."""
+    first = [h for h in (keras_load_hint(failure, sub, profile), other_profile_hint(failure, sub, profile)) if h]
+    hint = relative_path_hint(failure, sub.top_level(), profile, list(opened))
+    failure["message"] = "\n".join([*first, failure["message"], *([hint] if hint else [])])
     if failure["kind"] == "killed":
         failure["message"] += f" (likely out of memory). {KILLED_NOTE}"
     result.status, result.failure = "failed", failure
     return result
 
 
-# How "file not found" reads in open()/np.load, Keras (`File not found: filepath=...`), h5py (`unable to open file`,
-# `errno = 2`) and TensorFlow (`SavedModel file does not exist at: ...`, NotFoundError).
-_NOT_FOUND = ("no such file or directory", "file not found", "does not exist", "unable to open", "errno = 2", "notfounderror",
-              "filenotfounderror")  # fmt: skip
-_NOT_SUBMISSION_FILES = {"model.py", "manifest.json", "metadata"}
-
-
-def _relative_path_hint(failure: dict, members: set[str], profile: Profile) -> str | None:
-    """When model.py opened a file of its own submission by a bare relative name, say why it fails and the fix."""
-    if failure.get("kind") not in ("import_error", "load_error", "predict_error"):
-        return None
-    text = str(failure.get("message", ""))  # the exception itself, not the traceback's source lines
-    if not any(marker in text.lower() for marker in _NOT_FOUND):
-        return None
-    members = set(members) - _NOT_SUBMISSION_FILES
-    # a bare or ./-relative mention; an absolute path (preceded by '/') was resolved and is another problem
-    bare = sorted(m for m in members if re.search(rf"(?<![\w/\\.-])(?:\./)?{re.escape(m)}(?![\w-]|\.\w)", text))
-    if not bare:
-        return None
-    name, contract = bare[0], profile.contract
-    fix = (f"os.path.join(path, {name!r}) with the `path` your constructor receives" if contract.takes_path else
-           f"os.path.join(os.path.dirname(os.path.abspath(__file__)), {name!r})")
-    return (
-        f"model.py opened {name!r} by a relative path, which resolves against the working directory. simulate runs "
-        f"model.py with its working directory outside the submission folder, as a stock Codabench worker does, so "
-        f"{name!r} is not found there (profile {profile.name} assumes the grader's working directory is "
-        f"'{contract.cwd}'). Resolve files from model.py's own folder and it works under any grader: {fix}."
-    )
-
-
 # --- checking and scoring ---------------------------------------------------------------------------------------
 
 
-def _check_outputs(outputs: dict, plan: _Plan, num_classes: int) -> dict[str, scoring.OutputCheck]:
+def _check_outputs(outputs: dict, plan: Plan, num_classes: int) -> dict[str, scoring.OutputCheck]:
     checked = {}
     for name, (shape, dtype) in plan.shapes.items():
         if name not in outputs:
@@ -380,7 +346,7 @@ def _check_outputs(outputs: dict, plan: _Plan, num_classes: int) -> dict[str, sc
     return checked
 
 
-def _score(result: SimulateResult, checked: dict, data, plan: _Plan) -> None:
+def _score(result: SimulateResult, checked: dict, data, plan: Plan) -> None:
     warnings = result.warnings
     for check in checked.values():
         warnings.extend(w for w in check.warnings if w not in warnings)
@@ -394,7 +360,7 @@ def _score(result: SimulateResult, checked: dict, data, plan: _Plan) -> None:
         result.shift = _shift_result(checked, plan, data.labels, reference)
 
 
-def _consistency(warnings: list, checked: dict, plan: _Plan, reference: np.ndarray) -> None:
+def _consistency(warnings: list, checked: dict, plan: Plan, reference: np.ndarray) -> None:
     preds = [checked[plan.clean[d]].predictions for d in plan.clean]
     if len(preds) > 1 and not np.array_equal(preds[0], preds[1]):
         differ = int(np.sum(preds[0] != preds[1]))
@@ -406,7 +372,7 @@ def _consistency(warnings: list, checked: dict, plan: _Plan, reference: np.ndarr
                             "the prediction depends on the batch (batch statistics, padding, or randomness)")
 
 
-def _shift_result(checked: dict, plan: _Plan, labels: np.ndarray, reference: np.ndarray) -> dict:
+def _shift_result(checked: dict, plan: Plan, labels: np.ndarray, reference: np.ndarray) -> dict:
     y = labels[plan.shift_idx]
     table: dict[str, dict[int, float]] = {}
     for name, (family, severity) in plan.shift_names.items():
