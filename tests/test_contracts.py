@@ -122,6 +122,10 @@ def test_a_submission_without_the_contracts_fit_fails_check(tmp_path):
         ("[profiles.x.contract]\nclass_name = 'P'\ncwd = 'home'\n", ["contract: field 'cwd' must be", "'home'"]),
         ("[profiles.x.contract]\nmethods = ['fit']\n", ["field 'methods'", "including predict"]),
         ("[profiles.x.contract]\ndtypes = 'float32'\n", ["field 'dtypes' must be a list of str", "str 'float32'"]),
+        ("[profiles.x.contract]\nclass_name = 'class'\n", ["field 'class_name'", "no keyword", "'class'"]),
+        ("[profiles.x.contract]\nclass_name = 'preprocess'\n", ["no name model.py defines itself", "'preprocess'"]),
+        ("[profiles.x.contract]\ninit_args = ['path', 'path']\n", ["field 'init_args'", "without repeats"]),
+        ("[profiles.x.contract]\nmethods = ['predict', 'fit']\n", ["field 'methods'", "fit comes before predict"]),
         ("[profiles.an2dl-2024]\ncontract = 2024\n", ["taken by a built-in profile"]),
     ],
 )

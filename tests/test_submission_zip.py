@@ -68,6 +68,20 @@ def test_a_zip_bomb_is_reported_by_check_and_never_extracted(tmp_path):
     assert not any(dest.iterdir())  # nothing half-written
 
 
+def test_a_bomb_in_the_manifest_is_never_read_into_memory(tmp_path):
+    path = tmp_path / "s.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model.py", MODEL_PY)
+        zf.writestr("manifest.json", b"{" + b" " * (64 * 2**20) + b"}")
+    assert path.stat().st_size < 2**20
+    with SubmissionZip(path) as sub, pytest.raises(SubmissionError, match="manifest.json' declares 64.0 MiB"):
+        sub.manifest
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.zeros((2, 96, 96, 3), np.uint8), labels=np.zeros((2, 1), np.int64))
+    result = CliRunner().invoke(main, ["simulate", str(path), "--data", str(data), "--profile", "local", "--json"])
+    assert result.exit_code == 1 and "zip bomb" in json.loads(result.stdout)["error"]["message"]
+
+
 def test_extraction_checks_the_free_disk(tmp_path, monkeypatch):
     bomb = _bomb(tmp_path / "bomb.zip", mib=20)
     usage = namedtuple("usage", "total used free")

@@ -12,6 +12,7 @@ TensorFlow-free.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,13 @@ DTYPES = ("uint8", "float32", "float64")
 CWD_MODES = ("submission", "program", "unknown")
 # Constructor arguments a grader can pass: "path" = the submission folder.
 INIT_ARGS = ("path",)
-# Methods an ingestion program can call, with their positional arguments after self (the order it calls them in).
+# Methods an ingestion program can call, with their positional arguments after self, in the order it calls them.
 METHODS = {"fit": ("X", "y"), "predict": ("X",)}
+# Top-level names a cbtool model.py defines besides the grader's class (imports, constants, embedded functions):
+# a contract class of the same name would shadow one of them.
+MODEL_PY_NAMES = frozenset({"os", "np", "tf", "keras", "ort", "json", "preprocess", "tta_views", "build_model",
+                            "load_weights_npz", "save_weights_npz", "weight_arrays", "gelu_erf", "CLASS_NAMES", "MODEL_SPEC",
+                            "INPUT_SIZE", "RESIZE", "WEIGHTS_FILE", "FORMAT", "TTA", "BATCH_SIZE", "TTA_VIEWS"})
 
 
 @dataclass(frozen=True)
@@ -89,14 +95,17 @@ def contract_from(value: Any, source: str, key: str) -> Contract:
 
 def _validate(c: Contract) -> None:
     """Field values the types alone do not pin down; ValueError (the profile loader adds the file name)."""
+    order = [m for m in METHODS if m in c.methods]
     checks = [
-        (c.class_name.isidentifier(), "class_name", "a Python identifier", c.class_name),
-        (set(c.init_args) <= set(INIT_ARGS), "init_args", f"a list drawn from {list(INIT_ARGS)}", list(c.init_args)),
+        (c.class_name.isidentifier() and not keyword.iskeyword(c.class_name) and c.class_name not in MODEL_PY_NAMES,
+         "class_name", "a Python identifier that is no keyword and no name model.py defines itself", c.class_name),
+        (set(c.init_args) <= set(INIT_ARGS) and len(set(c.init_args)) == len(c.init_args), "init_args",
+         f"a list drawn from {list(INIT_ARGS)} without repeats", list(c.init_args)),
         (c.input in INPUT_FORMS, "input", " or ".join(INPUT_FORMS), c.input),
         (bool(c.dtypes) and set(c.dtypes) <= set(DTYPES), "dtypes", f"a non-empty list drawn from {list(DTYPES)}", list(c.dtypes)),
         (c.returns == "indices", "returns", "'indices'", c.returns),
-        ("predict" in c.methods and set(c.methods) <= set(METHODS), "methods",
-         f"a list drawn from {list(METHODS)} including predict", list(c.methods)),
+        ("predict" in c.methods and set(c.methods) <= set(METHODS) and list(c.methods) == order, "methods",
+         f"a list drawn from {list(METHODS)} in that order (fit comes before predict), including predict", list(c.methods)),
         (c.cwd in CWD_MODES, "cwd", " or ".join(CWD_MODES), c.cwd),
     ]
     for ok, name, expected, found in checks:

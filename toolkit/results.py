@@ -30,13 +30,12 @@ def plain(value: Any) -> Any:
 
 @dataclass
 class Result:
-    """Base of the typed results: `to_dict()` = the fields (minus `_hidden`), nested results as dicts, schema_version."""
+    """Base of the typed results: `to_dict()` = the fields, nested results as dicts, and schema_version."""
 
     schema_version: ClassVar[int] = SCHEMA_VERSION
-    _hidden: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict:
-        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in self._hidden}
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["schema_version"] = self.schema_version
         return out
 

@@ -102,6 +102,7 @@ class Table:
     rows: list[list]
     intro: str = ""
     notes: list[str] = field(default_factory=list)
+    html_notes: list[str] = field(default_factory=list)  # longer explanations the page has room for
     html_only: bool = False
 
 
@@ -133,7 +134,9 @@ _TIMING_LABELS = {
     "import_s": "import model.py",
     "load_s": "load the model",
     "fit_s": "fit (the contract calls it)",
-    "clean_predict_s": "predict the held-out set",
+    "grader_pass_s": "the grader's own pass (judged against the limit)",
+    "clean_predict_s": "predict the held-out set (every dtype)",
+    "probes_predict_s": "simulate's extra probes",
     "shift_predict_s": "predict the corrupted sets",
     "shift_corrupt_s": "make the corrupted sets",
     "wall_s": "wall time, whole run",
@@ -154,14 +157,14 @@ def _timing_table(result: SimulateResult) -> Table | None:
     notes = []
     limits = result.limits or {}
     if limits:
-        notes.append(f"limits: {limits.get('time_limit_s'):g} s for import + load + predict; {limits.get('memory_limit_mb')} MB "
-                     "resident memory (a budget that approximates the grader: the child is killed above it)")
+        notes.append(f"limits: {limits.get('time_limit_s'):g} s for the grader's own pass (import + load + fit + one predict "
+                     f"of the held-out set); {limits.get('memory_limit_mb')} MB resident memory (a budget that approximates "
+                     "the grader: the child is killed above it)")
     if timing.get("images_within_limit") is not None:
         notes.append(f"at this rate the time limit allows about {timing['images_within_limit']:,} images in predict "
                      "(on this machine; the grader's may be slower)")
-    if limits.get("note"):
-        notes.append(limits["note"])
-    return Table("timing", "Time and memory", ["measure", "value"], rows, notes=notes)
+    html_notes = [limits["note"]] if limits.get("note") else []
+    return Table("timing", "Time and memory", ["measure", "value"], rows, notes=notes, html_notes=html_notes)
 
 
 def _per_class_table(result: SimulateResult) -> Table | None:
@@ -220,7 +223,7 @@ def _html_table(table: Table) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in table.header)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in table.rows)
     intro = f"<p>{_e(table.intro)}</p>" if table.intro else ""
-    notes = "".join(f"<p class='sub'>{_e(n)}</p>" for n in table.notes)
+    notes = "".join(f"<p class='sub'>{_e(n)}</p>" for n in [*table.notes, *table.html_notes])
     return f"<h2>{_e(table.title)}</h2>{intro}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
 

@@ -23,6 +23,7 @@ from toolkit.results import Issue
 JUNK = ("__MACOSX/", ".DS_Store", "Thumbs.db", "__pycache__/")
 DISK_MARGIN_BYTES = 256 * 2**20  # leave this much free after extracting
 MIB = 2**20
+TEXT_ENTRY_BYTES = 16 * MIB  # model.py, manifest.json: anything larger is not a real one
 
 
 class SubmissionZip:
@@ -63,7 +64,13 @@ class SubmissionZip:
     def has(self, name: str) -> bool:
         return name in self.names
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, max_bytes: int | None = None) -> bytes:
+        """An entry's bytes; one declaring more than `max_bytes` (default: a text entry's cap) is refused unread."""
+        limit = TEXT_ENTRY_BYTES if max_bytes is None else int(max_bytes)
+        info = next((i for i in self.infos if i.filename == name), None)
+        if info is not None and info.file_size > limit:
+            raise SubmissionError(f"{self.path}: entry {name!r} declares {info.file_size / MIB:.1f} MiB, over the "
+                                  f"{limit / MIB:g} MiB cbtool reads into memory for it (a zip bomb?); not read")
         try:
             return self._zf.read(name)
         except (KeyError, OSError, zipfile.BadZipFile, RuntimeError) as exc:

@@ -18,7 +18,6 @@ from toolkit.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CbtoolError
 from toolkit.fsutil import json_default
 
 
-
 @dataclass
 class Output:
     """Where a command writes: JSON on stdout, or human text on stdout and progress on stderr."""
@@ -106,6 +105,12 @@ def quiet_option(fn):
 
 def debug_option(fn):
     return click.option("--debug", is_flag=True, help="Show the full traceback instead of a one-line error.")(fn)
+
+
+def allow_pickle_option(fn: Callable) -> Callable:
+    """--allow-pickle (parameter `allow_pickle`): object arrays in an npz load only when the user says so."""
+    return click.option("--allow-pickle", is_flag=True, help="Allow object arrays in the npz: unpickling runs code from "
+                        "the file, so trust its source (the AN2DL 2023 string labels need it).")(fn)
 
 
 def profiles_file_option(fn: Callable) -> Callable:

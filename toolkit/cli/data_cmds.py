@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command
-
-_PICKLE_HELP = "Allow object arrays in the npz (AN2DL 2023 string labels). Unpickling runs code: trust the file first."
+from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command
 
 
 @cbtool_command(main, "demo-data")
@@ -36,7 +34,7 @@ def demo_data_command(out: Output, output, n, seed, truth) -> Result:
 
 @cbtool_command(main, "inspect")
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
+@allow_pickle_option
 def inspect_command(out: Output, data, allow_pickle) -> Result:
     """Show shape, dtype, value range, class counts and the exact-duplicate count of a training npz."""
     from toolkit.data.io import load_dataset
@@ -59,7 +57,7 @@ def inspect_command(out: Output, data, allow_pickle) -> Result:
 @click.option("--threshold", type=int, help="Hamming threshold for both pHash and dHash candidates (default 8).")
 @click.option("--pixel-threshold", type=float, help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
 @click.option("--drop-outliers", type=int, default=0, show_default=True, help="Also drop the N images most unlike their class.")
-@click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
+@allow_pickle_option
 def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, drop_outliers, allow_pickle) -> Result:
     """Remove exact and near duplicates, conflicting labels and out-of-context clusters; report what and why."""
     from toolkit.data.clean import CleanConfig
@@ -88,7 +86,7 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
 @click.option("--test", type=float, default=0.0, show_default=True, help="Test fraction (per class); 0 writes no test.npz.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for train.npz, val.npz (and test.npz).")
-@click.option("--allow-pickle", is_flag=True, help=_PICKLE_HELP)
+@allow_pickle_option
 def split_command(out: Output, data, val, test, seed, out_dir, allow_pickle) -> Result:
     """Split stratified by class; near-duplicate groups never straddle train/val/test."""
     from toolkit.data.io import load_dataset

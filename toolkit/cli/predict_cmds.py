@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command, profile_option, profiles_file_option
+from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command, profile_option, profiles_file_option
 
 
 @cbtool_command(main, "predict", help=(
@@ -24,7 +24,7 @@ from toolkit.cli._common import Output, Result, cbtool_command, profile_option, 
 @profile_option(None)
 @profiles_file_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per predict call (default: the whole set in one call, as graders do).")
-@click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (unpickling runs code; trust its source).")
+@allow_pickle_option
 def predict_command(out: Output, source, data, output, id_column, label_names, profile_name, profiles_file, batch_size, allow_pickle) -> Result:
     from toolkit.runtime.predict import PredictOptions, predict, render
     from toolkit.submission.build import submission_profile

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command, profile_option, profiles_file_option
+from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command, profile_option, profiles_file_option
 
 
 @cbtool_command(main, "simulate", help=(
@@ -24,7 +24,7 @@ from toolkit.cli._common import Output, Result, cbtool_command, profile_option, 
 @click.option("--memory-limit", default=None, help="Memory budget, e.g. 4G or 512M (default: the profile's). Approximates the grader.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write scores.json, details.json, PNGs and report.html here.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corruption suite and its sample.")
-@click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (the 2023 string labels need it).")
+@allow_pickle_option
 def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
     from toolkit.runtime.simulate import SimulateOptions, parse_memory, simulate

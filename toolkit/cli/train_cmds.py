@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command
+from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command
 from toolkit.errors import ConfigError
 from toolkit.families import pretrained_variants, variant_names
 from toolkit.train.config import CHOICES, TrainConfig
@@ -26,7 +26,7 @@ from toolkit.train.config import CHOICES, TrainConfig
 @click.option("--optimizer", type=click.Choice(CHOICES["optimizer"]), help="Optimizer (default adamw).")
 @click.option("--seed", type=int, help="Seed for the split, initialisation, shuffling and augmentation (default 0).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR with its saved config.")
-@click.option("--allow-pickle", is_flag=True, help="Allow object arrays in the npz (AN2DL 2023 string labels). Trust the file first.")
+@allow_pickle_option
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 def train_command(out: Output, data, val_path, config_path, run_dir, resume, allow_pickle, **overrides) -> Result:
     """Train a ConvNeXt (phase 1: head on a frozen backbone; phase 2: fine-tune) and write a run dir."""

@@ -54,12 +54,6 @@ class Profile:
     def is_local(self) -> bool:
         return not self.packages
 
-    def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out.update(contract=self.contract.key, contract_spec=self.contract.to_dict(),
-                   input_dtypes=list(self.contract.dtypes), input_tensor=self.contract.tensor_input)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
 
 _GRADER_MODULES = ("numpy", "tensorflow", "keras", "scipy", "PIL", "sklearn", "pandas", "h5py")
 BUILTIN = {

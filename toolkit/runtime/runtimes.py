@@ -63,7 +63,7 @@ def list_runtimes(profiles_file=None) -> list[dict]:
         else:
             found = find_venv(profile.name, list(profile.packages))
             python, status = (str(found), "ready") if found else (None, "not created")
-            path = str(venv_dir(profile.name, list(profile.packages)))
+            path = str(found.parent.parent if found else venv_dir(profile.name, list(profile.packages)))
         rows.append({"profile": profile.name, "contract": profile.contract.key, "status": status, "python": python,
                      "venv": path, "packages": list(profile.packages), "description": profile.description})
     return rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.errors import RuntimeProfileError
+from toolkit.fsutil import sha256_text
 
 _COMPLETE = ".cbtool-complete"
 
@@ -28,8 +28,16 @@ def cache_dir() -> Path:
 def venv_dir(name: str, packages: list[str]) -> Path:
     """Where the venv with exactly `packages` lives: keyed by the pins alone, so profiles that pin the same packages
     (a user profile with another contract but the an2dl-2024 runtime) share one venv. `name` is for messages."""
-    key = hashlib.sha256("\n".join(sorted(packages)).encode()).hexdigest()[:10]
-    return cache_dir() / "runtimes" / f"env-{key}"
+    return cache_dir() / "runtimes" / f"env-{_key(packages)}"
+
+
+def _key(packages: list[str]) -> str:
+    return sha256_text("\n".join(sorted(packages)))[:10]
+
+
+def _earlier_dir(name: str, packages: list[str]) -> Path:
+    """Where cbtool 0.1 kept the same venv (named by profile): reused rather than reinstalled."""
+    return cache_dir() / "runtimes" / f"{name}-{_key(packages)}"
 
 
 def venv_python(path: Path) -> Path:
@@ -37,16 +45,19 @@ def venv_python(path: Path) -> Path:
 
 
 def find_venv(name: str, packages: list[str]) -> Path | None:
-    """The interpreter of an already-built venv, or None."""
-    path = venv_dir(name, packages)
-    return venv_python(path) if (path / _COMPLETE).exists() else None
+    """The interpreter of an already-built venv (this version's folder, else an earlier version's), or None."""
+    for path in (venv_dir(name, packages), _earlier_dir(name, packages)):
+        if (path / _COMPLETE).exists():
+            return venv_python(path)
+    return None
 
 
 def ensure_venv(name: str, packages: list[str], log: Callable[[str], None] | None = None) -> Path:
     """Return the interpreter of the cached venv, creating it with pip first if needed."""
+    found = find_venv(name, packages)
+    if found is not None:
+        return found
     path = venv_dir(name, packages)
-    if (path / _COMPLETE).exists():
-        return venv_python(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path.parent / f".{path.name}.lock"):
         if (path / _COMPLETE).exists():

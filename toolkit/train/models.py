@@ -18,7 +18,7 @@ from toolkit.families import family_of, get_variant, pretrained_variants
 
 def model_spec(variant: str, num_classes: int, class_names: list[str], input_size: int = 96,
                dropout: float = 0.2) -> dict:
-    """The model_spec.json dict (see toolkit/artifacts.py) for a registered variant."""
+    """The model_spec.json dict for a registered variant: its family's architecture fields, input size, classes."""
     entry, family = get_variant(variant), family_of(variant)
     if int(num_classes) < 2:
         raise ConfigError(f"model: num_classes must be >= 2, found {num_classes}")
