@@ -54,23 +54,34 @@ def check_command(out: Output, submission, profile_name, profiles_file) -> Resul
 
 @cbtool_command(main, "validate-preprocessing", help=(
     "Run SUBMISSION's own predict() in the profile's runtime, capture the tensor reaching the network's first layer, "
-    "and compare its bytes with toolkit.preprocessing applied as in training (RUN_DIR's spec). Diagnoses the usual bugs. "
-    "Exit 3 on a mismatch."
+    "and compare it with the preprocessing the model was trained with: toolkit.preprocessing as in RUN_DIR's spec "
+    "(--run, byte for byte) or a declared --preprocess SPEC (any zip, e.g. a hand-written model.py; needs --data). "
+    "Diagnoses the usual bugs. Exit 3 on a mismatch."
 ))  # fmt: skip
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--run", "run_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The training run (or export) dir: preprocessing.json and probe.npz.")
+@click.option("--preprocess", "spec_text", default=None, metavar="SPEC",
+              help="Declared preprocessing: steps joined by '+' (raw, scale:1/255, scale:1/127.5,offset:-1, "
+                   "resize:224:bilinear|nearest, bgr) or a numpy-only .py file defining preprocess(images).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="An npz whose first images are used as probes instead of the run's probe.npz.")
+              help="An npz whose first images are used as probes instead of the run's probe.npz (required with --preprocess).")
 @profile_option(None)
 @profiles_file_option
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=16, show_default=True, help="Probe images taken from --data / probe.npz.")
 @click.option("--allow-pickle", is_flag=True, help="Allow object arrays in --data (unpickling runs code; the 2023 string labels need it).")
-def validate_command(out: Output, submission, run_dir, data, profile_name, profiles_file, n_images, allow_pickle) -> Result:
+def validate_command(out: Output, submission, run_dir, spec_text, data, profile_name, profiles_file, n_images,
+                     allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
+    from toolkit.preprocess_spec import parse_spec
     from toolkit.submission.build import submission_profile
     from toolkit.submission.validate import render, validate_preprocessing
 
-    report = validate_preprocessing(submission, run_dir, submission_profile(submission, profile_name, profiles_file), data=data,
-                                    n_images=n_images, allow_pickle=allow_pickle, log=out.info)
+    if (run_dir is None) == (spec_text is None):
+        raise click.UsageError("expected exactly one of --run RUN_DIR or --preprocess SPEC")
+    if spec_text is not None and data is None:
+        raise click.UsageError("--preprocess needs --data (an npz of probe images): there is no run probe")
+    spec = parse_spec(spec_text) if spec_text is not None else None
+    report = validate_preprocessing(submission, run_dir, submission_profile(submission, profile_name, profiles_file),
+                                    spec=spec, data=data, n_images=n_images, allow_pickle=allow_pickle, log=out.info)
     return Result(data=report.to_dict(), human=render(report), exit_code=EXIT_OK if report.ok else EXIT_SUBMISSION_FAILED)

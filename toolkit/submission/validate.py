@@ -1,8 +1,10 @@
-"""`cbtool validate-preprocessing`: prove a submission feeds its network the same bytes training did.
+"""`cbtool validate-preprocessing`: prove a submission feeds its network what its model was trained on.
 
 The submission's own predict() runs in the sandbox (the one loader) with capture on; the tensor reaching the
-network's first layer is compared byte for byte with `toolkit.preprocessing.preprocess` applied here, as in
-training, to the same probe images. With TTA the identity view (the first call of every batch) is compared.
+network's first layer is compared with what the parent computes for the same probe images: training's
+`toolkit.preprocessing.preprocess` (`--run`, byte for byte), or a declared `--preprocess SPEC`
+(`toolkit.preprocess_spec`; equal within float32 rounding, since a hand-written `x * (1/255)` and the declared
+`x / 255` may differ in the last bit). With TTA the identity view (the first call of every batch) is compared.
 """
 
 from __future__ import annotations
@@ -16,22 +18,25 @@ from typing import Callable
 import numpy as np
 
 from toolkit.artifacts import RunDir
-from toolkit.errors import SubmissionError
+from toolkit.errors import ConfigError, SubmissionError
 from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.tta import IDENTITY_VIEW, TTA_VIEWS
 
+SPEC_TOLERANCE = 1e-6  # relative to the tensor's largest magnitude: a few float32 ulps, far below any real bug
+
 
 @dataclass
 class ValidationReport(Result):
-    """What validate-preprocessing found: `ok` when every probe input reached the network byte-identical."""
+    """What validate-preprocessing found: `ok` when every probe input reached the network as expected (byte-identical
+    to training for `--run`; within `tolerance` of the declared spec for `--preprocess`)."""
 
     ok: bool
     zip: str
-    run: str
+    run: str | None
     profile: str
     input_size: int
-    resize: str
+    resize: str | None
     tta_views: int
     capture_target: str | None
     source: dict
@@ -39,41 +44,86 @@ class ValidationReport(Result):
     diagnoses: list[str] = field(default_factory=list)
     failure: dict | None = None
     timing: dict = field(default_factory=dict)
+    preprocess_spec: dict | None = None
+    tolerance: float = 0.0
 
 
-def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLike, profile: Profile, *,
-                           data: str | os.PathLike | None = None, n_images: int = 16, allow_pickle: bool = False,
-                           log: Callable[[str], None] | None = None) -> ValidationReport:
-    """Run the submission with capture, compare with training's preprocessing; return the report."""
+@dataclass(frozen=True)
+class Expected:
+    """What the network should receive for raw probe images: `fn`, who says so (`label`, `reference`), and for
+    diagnosis the look-alikes (`resize_alternatives`: method -> fn) and why an extra /255 is wrong here (`note`)."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    label: str
+    reference: str
+    note: str
+    resize: str | None = None
+    resize_alternatives: dict = field(default_factory=dict)
+    tolerance: float = 0.0
+
+
+def training_expected(size: int, resize: str) -> Expected:
+    """Training's preprocessing (toolkit/preprocessing.py at `size`, `resize`), compared byte for byte."""
+    from toolkit.preprocessing import RESIZE_METHODS, preprocess
+
+    others = {m: (lambda x, m=m: preprocess(x, size, m)) for m in RESIZE_METHODS if m != resize}
+    return Expected(lambda x: preprocess(x, size, resize), "training", "toolkit/preprocessing.py",
+                    "ConvNeXt normalises inside the network: values must stay 0-255", resize, others)
+
+
+def spec_expected(spec) -> Expected:
+    """A declared `PreprocessSpec`, compared within float32 rounding."""
+    from toolkit.preprocess_spec import resize_method, resize_variants
+
+    others = {m: v.apply for m, v in resize_variants(spec).items()}
+    return Expected(spec.apply, "the declared preprocessing", f"--preprocess {spec.text}",
+                    f"the declared preprocessing is {spec.text!r}", resize_method(spec), others, SPEC_TOLERANCE)
+
+
+def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLike | None, profile: Profile, *,
+                           spec=None, data: str | os.PathLike | None = None, n_images: int = 16,
+                           allow_pickle: bool = False, log: Callable[[str], None] | None = None) -> ValidationReport:
+    """Run the submission with capture and compare with training's preprocessing (`run_dir`) or a declared
+    `spec` (a `PreprocessSpec`; needs `data`); exactly one of the two. Return the report."""
     from toolkit.runtime.sandbox import run_submission
     from toolkit.submission_zip import SubmissionZip
 
-    zip_path, run = Path(zip_path), RunDir(run_dir)
-    prep = run.read_json(run.preprocessing, SubmissionError)
-    size, resize = int(prep.get("input_size", 96)), str(prep.get("resize", "bilinear"))
+    if (run_dir is None) == (spec is None):
+        raise ConfigError("validate-preprocessing: expected exactly one of --run or --preprocess; found "
+                          + ("both" if spec is not None else "neither"))
+    zip_path, run = Path(zip_path), (RunDir(run_dir) if run_dir is not None else None)
+    prep = run.read_json(run.preprocessing, SubmissionError) if run is not None else {}
     images, labels = _probe_images(run, data, n_images, allow_pickle)
     inputs = probe_inputs(images, profile.contract.dtypes)
     with SubmissionZip(zip_path) as sub:
         model_py, manifest = sub.model_py or "", sub.manifest
+    if spec is None:
+        expected = training_expected(int(prep.get("input_size", 96)), str(prep.get("resize", "bilinear")))
+        source = source_hashes(model_py, prep)
+    else:
+        expected, source = spec_expected(spec), spec_source_hashes(model_py, manifest, spec)
+    tensors = {name: expected.fn(x) for name, x in inputs.items()}
     views = int(manifest.get("tta_views") or TTA_VIEWS.get(str(manifest.get("tta")), 1))
     outcome = run_submission(zip_path, profile, inputs, capture_input=True, log=log, fit_data=(images, labels))
-    report = ValidationReport(ok=False, zip=str(zip_path), run=str(run), profile=profile.name, input_size=size,
-                              resize=resize, tta_views=views, capture_target=outcome.capture_target,
-                              source=source_hashes(model_py, prep), timing=outcome.timing)
+    report = ValidationReport(ok=False, zip=str(zip_path), run=str(run) if run else None, profile=profile.name,
+                              input_size=int(next(iter(tensors.values())).shape[1]), resize=expected.resize,
+                              tta_views=views, capture_target=outcome.capture_target, source=source,
+                              timing=outcome.timing, preprocess_spec=spec.to_dict() if spec else None,
+                              tolerance=expected.tolerance)
     if outcome.failure is not None and not any(outcome.captured_calls.values()):
         report.failure = outcome.failure.to_dict()
-        report.diagnoses = _diagnose_failure(outcome.failure.message, size)
+        report.diagnoses = _diagnose_failure(outcome.failure.message, report.input_size, expected.label)
         return report
     for name, x in inputs.items():
         calls = outcome.captured_calls.get(name) or []
-        report.inputs.append(compare_input(name, x, calls[IDENTITY_VIEW::views], size, resize))
+        report.inputs.append(compare_input(name, x, calls[IDENTITY_VIEW::views], tensors[name], expected))
     report.diagnoses = _unique(d for item in report.inputs for d in item["diagnosis"])
     if outcome.failure is not None:
         report.failure = outcome.failure.to_dict()
     source_ok = report.source["match"] is not False
     if not source_ok:
         report.diagnoses.append(report.source["message"])
-    report.ok = source_ok and report.failure is None and all(item["identical"] for item in report.inputs)
+    report.ok = source_ok and report.failure is None and all(item["match"] for item in report.inputs)
     return report
 
 
@@ -95,13 +145,10 @@ def probe_inputs(images: np.ndarray, dtypes: tuple[str, ...] = ("uint8", "float3
     return out
 
 
-def compare_input(name: str, x: np.ndarray, calls: list[np.ndarray], size: int, resize: str) -> dict:
-    """Compare the identity-view captures for one input with training's preprocessing of it."""
-    from toolkit.preprocessing import preprocess
-
-    expected = preprocess(x, size, resize)
-    item = {"input": name, "dtype": str(x.dtype), "shape": list(x.shape), "identical": False, "first_difference": None,
-            "diagnosis": []}
+def compare_input(name: str, x: np.ndarray, calls: list[np.ndarray], expected: np.ndarray, exp: Expected) -> dict:
+    """Compare the identity-view captures for one input with `expected` (= `exp.fn(x)`)."""
+    item = {"input": name, "dtype": str(x.dtype), "shape": list(x.shape), "identical": False, "match": False,
+            "first_difference": None, "diagnosis": []}
     if not calls:
         item["diagnosis"].append("no tensor reached the network's first layer (capture found nothing to wrap?)")
         return item
@@ -111,60 +158,72 @@ def compare_input(name: str, x: np.ndarray, calls: list[np.ndarray], size: int, 
         return item
     found = np.concatenate(calls, axis=0)
     item.update(found_shape=list(found.shape), found_dtype=str(found.dtype))
-    if found.shape == expected.shape and found.dtype == expected.dtype and found.tobytes() == expected.tobytes():
-        item["identical"] = True
-        return item
+    if found.shape == expected.shape and found.dtype == expected.dtype:
+        item["identical"] = found.tobytes() == expected.tobytes()
+        diff = float(np.max(np.abs(found.astype(np.float64) - expected), initial=0.0))
+        item["max_abs_diff"] = diff
+        scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+        item["match"] = item["identical"] or diff <= exp.tolerance * scale
+        if item["match"]:
+            return item
     item["first_difference"] = _first_difference(expected, found)
-    item["diagnosis"] = diagnose(x, expected, found, size, resize)
+    item["diagnosis"] = diagnose(x, expected, found, exp)
     return item
 
 
-def diagnose(x: np.ndarray, expected: np.ndarray, found: np.ndarray, size: int, resize: str) -> list[str]:
-    """Name the usual causes of a mismatch: /255, /127.5-1, BGR, resize method or size, dtype."""
-    from toolkit.preprocessing import RESIZE_METHODS, preprocess
-
+def diagnose(x: np.ndarray, expected: np.ndarray, found: np.ndarray, exp: Expected) -> list[str]:
+    """Name the usual causes of a mismatch: /255, /127.5-1 (extra or missing), BGR, resize method or size, dtype."""
+    label = exp.label
     if found.shape[0] != expected.shape[0]:
         return [f"batch: the network received {found.shape[0]} images for {expected.shape[0]} inputs (an extra view or a dropped batch)"]
     if found.shape[1:3] != expected.shape[1:3]:
-        return [f"resize size: training fed {size}x{size}, the submission fed {found.shape[1]}x{found.shape[2]}"]
+        return [f"resize size: {label} fed {expected.shape[1]}x{expected.shape[2]}, the submission fed {found.shape[1]}x{found.shape[2]}"]
     if found.shape != expected.shape:
-        return [f"shape: training fed {expected.shape}, the submission fed {found.shape}"]
+        return [f"shape: {label} fed {expected.shape}, the submission fed {found.shape}"]
     out = []
     if found.dtype != expected.dtype:
-        out.append(f"dtype: the network received {found.dtype}, training fed float32")
-    f = found.astype(np.float64)
-    scalings = {"": lambda e: e, "an extra /255 (ConvNeXt normalises inside the network: values must stay 0-255)": lambda e: e / 255.0,
-                "an extra /127.5 - 1 (ConvNeXt normalises inside the network: values must stay 0-255)": lambda e: e / 127.5 - 1.0}
-    for label, scale in scalings.items():
-        for flip in (False, True):
-            e = scale(expected.astype(np.float64))
-            e = e[..., ::-1] if flip else e
-            if (label or flip) and np.allclose(f, e, rtol=1e-5, atol=1e-5):
-                causes = [c for c in (label, "channels reversed (RGB <-> BGR)" if flip else "") if c]
-                return out + causes
-    for other in RESIZE_METHODS:
-        if other != resize and np.allclose(f, preprocess(x, size, other), atol=1e-4):
-            return out + [f"resize method: the submission resized with {other!r}, training used {resize!r}"]
-    e = expected.astype(np.float64)
-    for label, fn in (("truncated", np.trunc), ("rounded", np.round), ("floored", np.floor)):
-        before = preprocess(fn(np.asarray(x, np.float64)).astype(np.float32), size, resize)  # cast on the way in
-        if np.array_equal(f, fn(e)) or np.array_equal(f, before):
-            return out + [f"dtype: values {label} to integers (a cast to uint8/int in predict; training keeps float32 fractions)"]
-    if np.allclose(f, e.astype(np.float16).astype(np.float64), atol=0, rtol=0):
-        return out + ["dtype: values rounded to float16 precision (training feeds float32)"]
+        out.append(f"dtype: the network received {found.dtype}, {label} fed {expected.dtype}")
+    f, e = found.astype(np.float64), expected.astype(np.float64)
+    cause = _scaling_cause(f, e, exp)
+    if cause:
+        return out + cause
+    for other, fn in exp.resize_alternatives.items():
+        if np.allclose(f, fn(x), atol=1e-4):
+            return out + [f"resize method: the submission resized with {other!r}, {label} used {exp.resize!r}"]
+    for name, cast in (("truncated", np.trunc), ("rounded", np.round), ("floored", np.floor)):
+        before = exp.fn(cast(np.asarray(x, np.float64)).astype(np.float32))  # cast on the way in
+        if np.array_equal(f, cast(e)) or np.array_equal(f, before):
+            return out + [f"dtype: values {name} to integers (a cast to uint8/int in predict; {label} keeps float32 fractions)"]
+    if np.array_equal(f, e.astype(np.float16).astype(np.float64)):
+        return out + [f"dtype: values rounded to float16 precision ({label} feeds float32)"]
     diff = np.abs(f - e)
     return out + [f"values differ (max abs diff {diff.max():.4g}, mean {diff.mean():.4g}), not one of the usual causes "
-                  "(/255, /127.5-1, BGR, resize, dtype): compare predict() with toolkit/preprocessing.py"]
+                  f"(/255, /127.5-1, BGR, resize, dtype): compare predict() with {exp.reference}"]
+
+
+def _scaling_cause(f: np.ndarray, e: np.ndarray, exp: Expected) -> list[str]:
+    """An extra or missing /255 or /127.5-1, and/or reversed channels, that turns `e` into `f`."""
+    scalings = {"": lambda v: v, f"an extra /255 ({exp.note})": lambda v: v / 255.0,
+                f"an extra /127.5 - 1 ({exp.note})": lambda v: v / 127.5 - 1.0,
+                f"a missing /255 ({exp.label} divides by 255, the submission does not)": lambda v: v * 255.0,
+                f"a missing /127.5 - 1 ({exp.label} maps to -1..1, the submission does not)": lambda v: (v + 1.0) * 127.5}
+    for text, scale in scalings.items():
+        for flip in (False, True):
+            v = scale(e)
+            v = v[..., ::-1] if flip else v
+            if (text or flip) and np.allclose(f, v, rtol=1e-5, atol=1e-5):
+                return [c for c in (text, "channels reversed (RGB <-> BGR)" if flip else "") if c]
+    return []
 
 
 _FOUND_SHAPE = re.compile(r"found shape=\((?:None|\d+), (\d+), (\d+), (\d+)\)")
 
 
-def _diagnose_failure(message: str, size: int) -> list[str]:
+def _diagnose_failure(message: str, size: int, label: str = "training") -> list[str]:
     """Nothing was captured: the network rejected its input (e.g. Keras' shape check) or predict failed earlier."""
     match = _FOUND_SHAPE.search(message)
     if match and (int(match.group(1)), int(match.group(2))) != (size, size):
-        return [f"resize size: training fed {size}x{size}, the submission fed {match.group(1)}x{match.group(2)} "
+        return [f"resize size: {label} fed {size}x{size}, the submission fed {match.group(1)}x{match.group(2)} "
                 f"(the network rejected it: {message})"]
     return [f"the submission failed before any tensor reached its network: {message}"]
 
@@ -172,36 +231,72 @@ def _diagnose_failure(message: str, size: int) -> list[str]:
 def source_hashes(model_py: str, prep: dict) -> dict:
     """The embedded preprocessing block's sha256 vs the run's recorded source_sha256."""
     from toolkit.provenance import preprocessing_sha256
-    from toolkit.submission.render import extract_blocks
 
-    block = extract_blocks(model_py).get("preprocessing.py")
     run_sha = prep.get("source_sha256")
-    info = {"embedded_sha256": block["sha256_body"] if block else None, "marker_sha256": block["sha256_marker"] if block else None,
-            "run_sha256": run_sha, "toolkit_sha256": preprocessing_sha256(), "match": None, "message": ""}
-    if block is None:
+    info = _block_hashes(model_py, "preprocessing.py")
+    info.update(run_sha256=run_sha, toolkit_sha256=preprocessing_sha256())
+    if info["embedded_sha256"] is None:
         info["message"] = "model.py has no embedded toolkit/preprocessing.py block: source hashes not compared"
     elif run_sha is None:
         info["message"] = "the run's preprocessing.json records no source_sha256: source hashes not compared"
     else:
-        info["match"] = block["sha256_body"] == run_sha == block["sha256_marker"]
+        info["match"] = info["embedded_sha256"] == run_sha == info["marker_sha256"]
         info["message"] = ("embedded preprocessing source matches training's" if info["match"] else
-                           f"source: the embedded preprocessing block hashes to {block['sha256_body'][:12]} (marker says "
-                           f"{block['sha256_marker'][:12]}), training recorded {run_sha[:12]}: the block was edited or comes from another cbtool")
+                           f"source: the embedded preprocessing block {_hash_pair(info)}, training recorded {run_sha[:12]}: "
+                           "the block was edited or comes from another cbtool")
     return info
+
+
+def spec_source_hashes(model_py: str, manifest: dict, spec) -> dict:
+    """When the manifest records a preprocess spec: its embedded block's sha256 vs the declared spec's."""
+    recorded = manifest.get("preprocess_spec") if isinstance(manifest.get("preprocess_spec"), dict) else None
+    name = str((recorded or {}).get("name") or spec.name)
+    info = _block_hashes(model_py, name)
+    info.update(spec_sha256=spec.sha256(), manifest_sha256=(recorded or {}).get("sha256"))
+    if recorded is None:
+        info["message"] = "the zip's manifest records no preprocess_spec: source hashes not compared (the tensor is)"
+    elif info["embedded_sha256"] is None:
+        info["match"] = False
+        info["message"] = f"source: the manifest records preprocess spec block {name}, model.py embeds none"
+    else:
+        info["match"] = info["embedded_sha256"] == info["marker_sha256"] == spec.sha256() == info["manifest_sha256"]
+        info["message"] = (f"embedded {name} matches --preprocess {spec.text}" if info["match"] else
+                           f"source: the embedded {name} {_hash_pair(info)}, the manifest records "
+                           f"{str(info['manifest_sha256'])[:12]} ({recorded.get('text')!r}), --preprocess {spec.text} "
+                           f"hashes to {spec.sha256()[:12]}: the block was edited or the zip declares other preprocessing")
+    return info
+
+
+def _block_hashes(model_py: str, name: str) -> dict:
+    from toolkit.submission.render import extract_blocks
+
+    block = extract_blocks(model_py).get(name)
+    return {"embedded_sha256": block["sha256_body"] if block else None,
+            "marker_sha256": block["sha256_marker"] if block else None, "match": None, "message": ""}
+
+
+def _hash_pair(info: dict) -> str:
+    return f"hashes to {info['embedded_sha256'][:12]} (marker says {info['marker_sha256'][:12]})"
 
 
 def render(report: ValidationReport) -> str:
     """Human text for a validation report."""
-    head = f"{report.zip} vs {report.run} in {report.profile} (capture: {report.capture_target})"
+    label = "training" if report.preprocess_spec is None else "declared"
+    against = report.run if report.preprocess_spec is None else f"--preprocess {report.preprocess_spec['text']}"
+    head = f"{report.zip} vs {against} in {report.profile} (capture: {report.capture_target})"
     if report.ok:
-        return f"ok: preprocessing byte-identical to training on {len(report.inputs)} probe sets; {report.source['message']}\n  {head}"
+        ref = "training" if report.preprocess_spec is None else "the declared preprocessing"
+        worst = max((i.get("max_abs_diff", 0.0) for i in report.inputs), default=0.0)
+        how = (f"byte-identical to {ref}" if all(i["identical"] for i in report.inputs) else
+               f"equal to {ref} within float32 rounding (max abs diff {worst:.3g})")
+        return f"ok: preprocessing {how} on {len(report.inputs)} probe sets; {report.source['message']}\n  {head}"
     lines = [f"MISMATCH: {head}"]
     for item in report.inputs:
-        if item["identical"]:
-            lines.append(f"  {item['input']:<20} identical")
+        if item["match"]:
+            lines.append(f"  {item['input']:<20} {'identical' if item['identical'] else 'equal within float32 rounding'}")
             continue
         diff = item["first_difference"]
-        where = f" first difference at {diff['index']}: training {diff['expected']!r}, submission {diff['found']!r}" if diff else ""
+        where = f" first difference at {diff['index']}: {label} {diff['expected']!r}, submission {diff['found']!r}" if diff else ""
         lines.append(f"  {item['input']:<20} differs;{where}")
     lines += [f"  diagnosis: {d}" for d in report.diagnoses]
     if report.failure:
@@ -219,9 +314,12 @@ def _first_difference(expected: np.ndarray, found: np.ndarray) -> dict | None:
     return {"index": list(index), "expected": float(expected[index]), "found": float(found[index])}
 
 
-def _probe_images(run: RunDir, data: str | os.PathLike | None, n: int, allow_pickle: bool) -> tuple[np.ndarray, np.ndarray]:
+def _probe_images(run: RunDir | None, data: str | os.PathLike | None, n: int,
+                  allow_pickle: bool) -> tuple[np.ndarray, np.ndarray]:
     """The first n images of --data (refusing pickled arrays unless allowed), else the run's probe.npz; with labels
     (zeros where none are known) for a contract that calls fit(X, y)."""
+    if data is None and run is None:
+        raise ConfigError("validate-preprocessing --preprocess: expected --data (an npz of images to probe); found none")
     if data is not None:
         from toolkit.data.io import load_dataset
 
