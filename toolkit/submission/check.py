@@ -1,16 +1,17 @@
 """`cbtool check`: static checks of a submission zip against a profile's contract. Fast: no TensorFlow import.
 
-Each issue names the file or symbol, what the grader expects and what was found.
+Each issue names the file or symbol, what the grader expects and what was found, and has a severity: an error
+fails the check; a warning (a bare relative file name under a grader that runs inside the submission folder, a
+model file whose compatibility could not be verified) is shown and leaves it passing. Model files (.keras, .h5) are
+judged by what the profile's Keras accepts (toolkit.runtime.keras_compat), undefined names by pyflakes.
 """
 
 from __future__ import annotations
 
 import ast
-import io
-import json
+import fnmatch
 import os
 import sys
-import zipfile
 from dataclasses import dataclass, field
 
 from toolkit.artifacts import SUBMISSION_FILES
@@ -33,7 +34,9 @@ __all__ = ["CheckReport", "Issue", "check_submission", "render"]
 
 @dataclass
 class CheckReport(Result):
-    """What `cbtool check` found: `ok` when there is no issue; sizes of the zip and of what it unpacks to."""
+    """What `cbtool check` found: `ok` when no issue is an error (warnings are reported and pass); sizes of the zip
+    and of what it unpacks to; `keras_files`: the Keras version that saved each model file; `runtime_keras`: the
+    profile runtime's Keras when check could ask it."""
 
     ok: bool
     zip: str
@@ -43,46 +46,57 @@ class CheckReport(Result):
     zip_mb: float
     unpacked_mb: float
     issues: list[Issue] = field(default_factory=list)
+    errors: int = 0
+    warnings: int = 0
+    keras_files: dict[str, str | None] = field(default_factory=dict)
+    runtime_keras: str | None = None
 
 
 def check_submission(zip_path: str | os.PathLike, profile: Profile) -> CheckReport:
-    """Run every static check of the zip against `profile` (its contract, importable modules, limits)."""
+    """Run every static check of the zip against `profile` (its contract, importable modules, Keras, limits)."""
     with SubmissionZip(zip_path) as sub:
         issues = sub.layout_issues() + sub.size_issues(profile.size_limit_mb, profile.unpacked_limit_mb, profile.name)
         source = sub.model_py
         if source is not None:
             local = {n.removesuffix(".py") for n in sub.top_level()}
-            issues += _model_py(source, profile, local)
+            issues += _model_py(source, profile, local, _zip_paths(sub.names))
+        target, versions = _Target(profile), {}
         for name in sub.names:
-            if name.endswith(".keras"):
-                issues += _keras_file(name, sub.read(name), profile)
+            if name.lower().endswith(MODEL_SUFFIXES) and not name.endswith("/"):
+                issues += _model_file(name, sub.read(name), profile, target, versions)
         if profile.contract.metadata and not sub.has(SUBMISSION_FILES.METADATA):
             issues.append(Issue("missing_metadata", "metadata", "", "an empty file named `metadata` at the zip root "
                                 f"(the {profile.name} contract marks a code submission with it)", "no `metadata` entry"))
-        return CheckReport(ok=not issues, zip=str(zip_path), profile=profile.name, contract=profile.contract.key,
+        errors = sum(i.severity == "error" for i in issues)
+        return CheckReport(ok=not errors, zip=str(zip_path), profile=profile.name, contract=profile.contract.key,
                            entries=list(sub.names), zip_mb=sub.size_bytes / 2**20, unpacked_mb=sub.unpacked_bytes / 2**20,
-                           issues=issues)
+                           issues=issues, errors=errors, warnings=len(issues) - errors, keras_files=versions,
+                           runtime_keras=target.target.version if target.target else None)
 
 
 def render(report: CheckReport) -> str:
-    """Human text for a check report."""
+    """Human text for a check report: errors first, then warnings."""
+    ordered = sorted(report.issues, key=lambda i: i.severity != "error")
+    lines = [f"  [{i.code}] {'warning: ' if i.severity != 'error' else ''}{i.message}" for i in ordered]
     if report.ok:
-        return (f"ok: {report.zip} passes the {report.profile} contract checks ({len(report.entries)} entries, "
-                f"{report.zip_mb:.2f} MiB, {report.unpacked_mb:.2f} MiB unpacked)")
-    lines = [f"{report.zip}: {len(report.issues)} problem(s) for profile {report.profile}"]
-    lines += [f"  [{i.code}] {i.message}" for i in report.issues]
-    return "\n".join(lines)
+        note = f", {report.warnings} warning(s)" if report.warnings else ""
+        head = (f"ok: {report.zip} passes the {report.profile} contract checks ({len(report.entries)} entries, "
+                f"{report.zip_mb:.2f} MiB, {report.unpacked_mb:.2f} MiB unpacked{note})")
+        return "\n".join([head, *lines])
+    warned = f" and {report.warnings} warning(s)" if report.warnings else ""
+    return "\n".join([f"{report.zip}: {report.errors} problem(s){warned} for profile {report.profile}", *lines])
 
 
 # --- model.py -----------------------------------------------------------------------------------------------------
 
 
-def _model_py(source: str, profile: Profile, local: set[str]) -> list[Issue]:
+def _model_py(source: str, profile: Profile, local: set[str], entries: set[str]) -> list[Issue]:
     try:
         tree = ast.parse(source, filename="model.py")
     except SyntaxError as exc:
         return [Issue("syntax_error", "model.py", f"line {exc.lineno}", "valid Python", f"SyntaxError: {exc.msg}")]
-    return _contract(tree, profile.contract) + _imports(tree, profile, local)
+    return (_contract(tree, profile.contract) + _imports(tree, profile, local) + _undefined_names(source)
+            + _relative_opens(tree, entries, profile.contract))
 
 
 def _contract(tree: ast.Module, contract: Contract) -> list[Issue]:
@@ -166,32 +180,192 @@ def _roots(node) -> list[str]:
     return [(node.module or "").split(".")[0]]
 
 
-# --- .keras files -------------------------------------------------------------------------------------------------
+# --- undefined names (pyflakes) -----------------------------------------------------------------------------------
 
 
-def _keras_file(name: str, data: bytes, profile: Profile) -> list[Issue]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as inner:
-            config = json.loads(inner.read("config.json")) if "config.json" in inner.namelist() else {}
-            metadata = json.loads(inner.read("metadata.json")) if "metadata.json" in inner.namelist() else {}
-    except (zipfile.BadZipFile, ValueError, KeyError) as exc:
-        return [Issue("keras_unreadable", name, "", "a Keras 3 .keras archive (config.json, metadata.json)", str(exc))]
+def _undefined_names(source: str) -> list[Issue]:
+    """Names model.py uses but never defines or imports (a NameError when that line runs); nothing else pyflakes says."""
+    from pyflakes import checker, messages
+
+    tree = ast.parse(source, filename="model.py")
+    found = checker.Checker(tree, filename="model.py").messages
+    undefined = (messages.UndefinedName, messages.UndefinedExport, messages.UndefinedLocal)
     issues = []
-    saved = str(metadata.get("keras_version", ""))
-    runtime = profile.keras_version
-    if int(profile.keras_major) < 3:
-        issues.append(Issue("keras_version", name, "metadata.json keras_version", f"a format {profile.name}'s Keras "
-                            f"{runtime or profile.keras_major} can load (it predates .keras v3 archives; use --format portable)",
-                            f".keras saved by Keras {saved or '3'}"))
-    elif saved and runtime and _version(saved) > _version(runtime):
-        issues.append(Issue("keras_version", name, "metadata.json keras_version", f"Keras <= {runtime} (the {profile.name} "
-                            "runtime; newer .keras configs carry arguments it rejects, e.g. 'input_axes'; use --format portable)",
-                            f"saved by Keras {saved}"))
-    importable = set(profile.importable)
+    for message in sorted((m for m in found if isinstance(m, undefined)), key=lambda m: (m.lineno, m.col)):
+        name = message.message_args[0]
+        what = "listed in __all__ but" if isinstance(message, messages.UndefinedExport) else "used but"
+        issues.append(Issue("undefined_name", "model.py", f"{name} line {message.lineno}", "every name defined or imported "
+                            "before use", f"`{name}` {what} never defined or imported (NameError when that line runs)"))
+    return issues
+
+
+# --- file names resolved against the working directory ------------------------------------------------------------
+
+_CWD_EFFECT = {
+    "submission": "it works there (inside the submission folder), and fails under a grader that runs from its program folder",
+    "program": "it fails there (FileNotFoundError: the name resolves against the ingestion program's folder)",
+    "unknown": "may fail: the name resolves against whatever folder the grader runs in",
+}
+_LISTING = ("listdir", "scandir", "walk", "glob", "iglob", "Path")  # calls where '.' means "the working directory"
+# Calls that take a path: only these count for a bare name without '.' or '/' (a SavedModel folder 'SubmissionModel'),
+# which could as well be an attribute name or a label.
+_PATH_CALLS = (*_LISTING, "open", "load", "load_model", "load_weights", "exists", "isdir", "isfile", "File", "loadtxt",
+               "fromfile", "read_csv", "imread", "TFSMLayer")
+_JOIN = ("join",)
+
+
+def _relative_opens(tree: ast.Module, entries: set[str], contract: Contract) -> list[Issue]:
+    """String literals naming a file/folder of the zip (or '.') passed straight to a call: they resolve against the
+    grader's working directory, which the profile's contract records (`cwd`)."""
+    constants = _string_constants(tree)
+    issues, seen = [], set()
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        func = _call_name(call.func)
+        args = [*call.args, *(k.value for k in call.keywords)]
+        if func.rsplit(".", 1)[-1] in _JOIN and not all(_literal(a, constants) is not None for a in args):
+            continue  # joined with a directory: fine
+        for arg in args:
+            name = _literal(arg, constants)
+            if name is None or (call.lineno, name) in seen or not _names_entry(name, entries, func):
+                continue
+            seen.add((call.lineno, name))
+            issues.append(_relative_issue(func, name, call.lineno, contract))
+    return issues
+
+
+def _relative_issue(func: str, name: str, line: int, contract: Contract) -> Issue:
+    base = "path" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))"
+    fix = base if name.strip() in (".", "./") else f"os.path.join({base}, {name!r})"
+    found = (f"a bare relative name: this profile assumes the grader runs in {contract.cwd!r}; "
+             f"{_CWD_EFFECT.get(contract.cwd, _CWD_EFFECT['unknown'])}")
+    return Issue("relative_path", "model.py", f"{func}({name!r}) line {line}", f"a path built from the submission folder, "
+                 f"e.g. {fix}", found, severity="error" if contract.cwd == "program" else "warning")
+
+
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """NAME = 'literal' assignments whose name is never bound to anything else (MODEL_PATH = 'weights.keras')."""
+    values: dict[str, set] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    value = node.value.value if isinstance(node.value, ast.Constant) else object()
+                    values.setdefault(target.id, set()).add(value if isinstance(value, str) else id(node))
+    return {k: next(iter(v)) for k, v in values.items() if len(v) == 1 and isinstance(next(iter(v)), str)}
+
+
+def _literal(node: ast.AST, constants: dict[str, str]) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    return None
+
+
+def _names_entry(text: str, entries: set[str], func: str) -> bool:
+    """True when `text` names a file or folder of the zip ('weights.keras', './model/', '*.h5'), or is '.' given to
+    a directory listing."""
+    name = text.strip()
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    if name in ("", "."):
+        return text.strip() in (".", "./") and func.rsplit(".", 1)[-1] in _LISTING
+    if any(ch in name for ch in "*?["):
+        return any(fnmatch.fnmatch(entry, name) for entry in entries)
+    if "." not in name and "/" not in name and func.rsplit(".", 1)[-1] not in _PATH_CALLS:
+        return False
+    return name in entries
+
+
+def _zip_paths(names: list[str]) -> set[str]:
+    """Every file and folder path inside the zip ('model/variables/x' gives 'model', 'model/variables' too)."""
+    out = set()
+    for name in names:
+        parts = name.rstrip("/").split("/")
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return out
+
+
+def _call_name(func: ast.AST) -> str:
+    try:
+        return ast.unparse(func)
+    except Exception:  # noqa: BLE001 - a name for a message only
+        return "call"
+
+
+# --- model files: what the target Keras accepts -------------------------------------------------------------------
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+class _Target:
+    """The profile's Keras table, asked for at most once per check and only when the zip holds a model file."""
+
+    def __init__(self, profile: Profile):
+        self.profile, self._done, self.target, self.reason = profile, False, None, ""
+
+    def get(self):
+        if not self._done:
+            self._done = True
+            from toolkit.errors import CbtoolError
+            from toolkit.runtime.keras_compat import target_keras
+
+            try:
+                self.target = target_keras(self.profile)
+                self.reason = "" if self.target else "its runtime venv does not exist yet"
+            except CbtoolError as exc:
+                self.reason = str(exc)
+        return self.target
+
+
+def _model_file(name: str, data: bytes, profile: Profile, target: _Target, versions: dict) -> list[Issue]:
+    from toolkit.runtime.keras_compat import saved_keras_config, saved_keras_version
+
+    kind = "a Keras .keras archive (config.json, metadata.json)" if name.endswith(".keras") else "a Keras HDF5 file"
+    try:
+        config, saved = saved_keras_config(data, name), saved_keras_version(data, name)
+    except (ValueError, ImportError) as exc:
+        return [Issue("keras_unreadable", name, "", kind, str(exc))]
+    if config is None:  # a weights-only .h5: nothing to deserialize
+        return []
+    versions[name] = saved
+    issues = _foreign_classes(name, config, profile)
+    runtime = target.get()
+    if runtime is None:
+        return issues + [_unverified(name, saved, profile, target.reason)]
+    found = runtime.incompatibilities(config)
+    if found:
+        issues.append(_incompatible(name, saved, profile, runtime.version, found))
+    return issues
+
+
+def _incompatible(name: str, saved: str | None, profile: Profile, runtime: str, found: list) -> Issue:
+    first = found[0]
+    where = f" at {first.path}" if first.path else ""
+    symbol = f"saved by Keras {saved or '(unknown)'}; {profile.name}'s Keras {runtime} rejects {first.describe()}{where}"
+    more = "; ".join(f"{i.describe()}{' at ' + i.path if i.path else ''}" for i in found[1:4])
+    rest = f" ({len(found) - 1} more: {more}{'; ...' if len(found) > 4 else ''})" if len(found) > 1 else ""
+    return Issue("keras_version", name, symbol, f"a model file Keras {runtime} loads (re-save it with Keras {runtime}, "
+                 "or rebuild it for the profile: cbtool build-submission --from-keras MODEL)",
+                 f"{len(found)} class(es)/argument(s) Keras {runtime} does not accept{rest}")
+
+
+def _unverified(name: str, saved: str | None, profile: Profile, reason: str) -> Issue:
+    return Issue("keras_unverified", name, f"saved by Keras {saved or '(unknown)'}", f"a model file {profile.name}'s "
+                 f"Keras {profile.keras_version or profile.keras_major} loads", f"compatibility not verified: {reason}; "
+                 f"`cbtool runtime create {profile.name}` lets check verify it", severity="warning")
+
+
+def _foreign_classes(name: str, config: dict, profile: Profile) -> list[Issue]:
+    """Classes from modules the grader cannot import (keras_cv layers)."""
+    importable, issues = set(profile.importable), []
+    where = "config.json" if name.endswith(".keras") else "model_config"
     for module, cls in sorted(_classes(config)):
         root = module.split(".")[0]
         if root in FLAGGED or (root not in KERAS_MODULE_PREFIXES and root not in importable):
-            issues.append(Issue("keras_class", name, f"config.json class {cls}", f"classes from modules {profile.name} can "
+            issues.append(Issue("keras_class", name, f"{where} class {cls}", f"classes from modules {profile.name} can "
                                 "import (core keras)", f"{cls} from {module}"))
     return issues
 
@@ -207,11 +381,3 @@ def _classes(config) -> set[tuple[str, str]]:
         elif isinstance(item, list):
             stack.extend(item)
     return found
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
