@@ -58,3 +58,17 @@ class Issue:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "message": self.message}
+
+
+@dataclass
+class Failure:
+    """Why a submission run failed: `kind` (import_error, load_error, fit_error, predict_error, bad_output, timeout,
+    killed, exit), the `phase` (import|load|fit|predict), the message (explanations first), the child's stderr tail."""
+
+    kind: str
+    phase: str
+    message: str
+    stderr_tail: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

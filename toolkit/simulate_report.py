@@ -239,10 +239,10 @@ def _failure(result: SimulateResult) -> str:
     failure = result.failure
     if not failure:
         return ""
-    tail = failure.get("stderr_tail") or ""
+    tail = failure.stderr_tail
     return (
-        f"<div class='box' id='failure'><b>Failure: {_e(failure.get('kind'))}</b> during <b>{_e(failure.get('phase'))}</b>"
-        f"<p>{_e(failure.get('message'))}</p>" + (f"<pre>{_e(tail)}</pre>" if tail else "") + "</div>"
+        f"<div class='box' id='failure'><b>Failure: {_e(failure.kind)}</b> during <b>{_e(failure.phase)}</b>"
+        f"<p>{_e(failure.message)}</p>" + (f"<pre>{_e(tail)}</pre>" if tail else "") + "</div>"
     )
 
 
@@ -270,9 +270,9 @@ def render_text(result: SimulateResult) -> str:
     lines = [f"simulate: {result.status.upper()}  ({result.submission}, profile {result.profile.get('name')}, {result.n_images} images)"]
     failure = result.failure
     if failure:
-        lines += ["", f"FAILED: {failure['kind']} during {failure['phase']}", *("  " + ln for ln in str(failure["message"]).splitlines())]
-        if failure.get("stderr_tail"):
-            lines += ["  stderr (tail):", *("    " + ln for ln in str(failure["stderr_tail"]).rstrip().splitlines()[-15:])]
+        lines += ["", f"FAILED: {failure.kind} during {failure.phase}", *("  " + ln for ln in failure.message.splitlines())]
+        if failure.stderr_tail:
+            lines += ["  stderr (tail):", *("    " + ln for ln in failure.stderr_tail.rstrip().splitlines()[-15:])]
     lines += [f"warning: {w}" for w in result.warnings]
     for table in tables(result):
         if table.html_only:

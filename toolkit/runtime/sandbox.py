@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.results import Failure
 from toolkit.runtime.profiles import Profile
 
 CHILD_SCRIPT = Path(__file__).with_name("_child.py")
@@ -45,19 +46,6 @@ STATUS_POLL_S = 0.5
 TAIL_CHARS = 4000
 WORKING_DIRS = ("submission", "program")
 FAILURE_KINDS = ("import_error", "load_error", "fit_error", "predict_error", "timeout", "killed", "exit")
-
-
-@dataclass
-class Failure:
-    """Why a run failed: `kind` (one of FAILURE_KINDS), the `phase` (import|load|fit|predict), a one-line message."""
-
-    kind: str
-    phase: str
-    message: str
-    stderr_tail: str = ""
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "phase": self.phase, "message": self.message, "stderr_tail": self.stderr_tail}
 
 
 @dataclass

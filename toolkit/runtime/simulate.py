@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit.errors import ConfigError
-from toolkit.results import Result
+from toolkit.results import Failure, Result
 from toolkit.runtime import scoring, shift as shift_suite
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
 from toolkit.runtime.inputs import ODD, SINGLE, Plan, hard_limit, plan_inputs
@@ -55,7 +55,7 @@ class SimulateResult(Result):
     inputs: dict
     seed: int
     versions: dict
-    failure: dict | None = None
+    failure: Failure | None = None
     warnings: list[str] = field(default_factory=list)
     scores: dict | None = None
     scores_by_input: dict | None = None
@@ -73,7 +73,10 @@ class SimulateResult(Result):
     def from_dict(cls, data: dict) -> SimulateResult:
         """A result read back from its `to_dict()` (details.json, `--json`), unknown keys ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if isinstance(values.get("failure"), dict):
+            values["failure"] = Failure(**{k: v for k, v in values["failure"].items() if k in Failure.__dataclass_fields__})
+        return cls(**values)
 
 
 @dataclass
@@ -326,10 +329,11 @@ def _fail(result: SimulateResult, failure: dict, sub: SubmissionZip, profile: Pr
     """Mark the result failed; explanations first (Keras versions, the fitting profile), the raw message after."""
     first = [h for h in (keras_load_hint(failure, sub, profile), other_profile_hint(failure, sub, profile)) if h]
     hint = relative_path_hint(failure, sub.top_level(), profile, list(opened))
-    failure["message"] = "\n".join([*first, failure["message"], *([hint] if hint else [])])
+    message = "\n".join([*first, failure["message"], *([hint] if hint else [])])
     if failure["kind"] == "killed":
-        failure["message"] += f" (likely out of memory). {KILLED_NOTE}"
-    result.status, result.failure = "failed", failure
+        message += f" (likely out of memory). {KILLED_NOTE}"
+    result.status = "failed"
+    result.failure = Failure(failure["kind"], failure["phase"], message, failure.get("stderr_tail") or "")
     return result
 
 
