@@ -269,6 +269,19 @@ def test_declared_spec_accepts_float32_rounding_that_training_does_not():
     assert not item["match"] and not item["identical"]
 
 
+def test_declared_resize_accepts_tf_image_resize_arithmetic_but_not_another_method():
+    import tensorflow as tf
+
+    spec = parse_spec("resize:224:bilinear")
+    x = IMAGES.astype(np.float32)
+    fed = tf.image.resize(x, (224, 224), "bilinear").numpy()
+    item = compare_input("probe_float32", x, [fed], spec.apply(x), spec_expected(spec))
+    assert item["match"] and not item["identical"] and item["max_abs_diff"] > 1e-4  # 0.0017 measured (TF 2.21)
+    fed = tf.image.resize(x, (224, 224), "nearest").numpy()
+    item = compare_input("probe_float32", x, [fed], spec.apply(x), spec_expected(spec))
+    assert not item["match"] and any("resize method: the submission resized with 'nearest'" in d for d in item["diagnosis"])
+
+
 def test_manifest_spec_block_hash_is_compared(tmp_path_factory, probe_data):
     """A zip that embeds the declared block (as --from-keras writes it) and calls it: tensor and source both match."""
     spec = parse_spec("scale:1/127.5,offset:-1")
@@ -295,6 +308,7 @@ def test_spec_source_hashes_catch_an_edited_block_or_another_spec():
     assert missing["match"] is False and "embeds none" in missing["message"]
 
 
+@pytest.mark.slow
 def test_cbtool_built_zip_against_a_declared_resize(built, probe_data):
     """A cbtool zip (input 64, bilinear) meets `resize:64:bilinear` and is told the method when declared nearest."""
     run, export, base = built

@@ -3,8 +3,9 @@
 The submission's own predict() runs in the sandbox (the one loader) with capture on; the tensor reaching the
 network's first layer is compared with what the parent computes for the same probe images: training's
 `toolkit.preprocessing.preprocess` (`--run`, byte for byte), or a declared `--preprocess SPEC`
-(`toolkit.preprocess_spec`; equal within float32 rounding, since a hand-written `x * (1/255)` and the declared
-`x / 255` may differ in the last bit). With TTA the identity view (the first call of every batch) is compared.
+(`toolkit.preprocess_spec`; equal within float rounding, since a hand-written `x * (1/255)` and the declared
+`x / 255` differ in the last bit, and tf.image.resize and cbtool's resize in the 4th decimal). With TTA the
+identity view (the first call of every batch) is compared.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -23,7 +24,13 @@ from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.tta import IDENTITY_VIEW, TTA_VIEWS
 
+if TYPE_CHECKING:
+    from toolkit.preprocess_spec import PreprocessSpec
+
 SPEC_TOLERANCE = 1e-6  # relative to the tensor's largest magnitude: a few float32 ulps, far below any real bug
+# Another library's bilinear resize (tf.image.resize 96 -> 224) differs from cbtool's by 0.0017 on 0-255 (measured):
+# float32 sampling positions. A wrong method, size or antialiasing differs by whole grey levels.
+RESIZE_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -71,20 +78,22 @@ def training_expected(size: int, resize: str) -> Expected:
                     "ConvNeXt normalises inside the network: values must stay 0-255", resize, others)
 
 
-def spec_expected(spec) -> Expected:
-    """A declared `PreprocessSpec`, compared within float32 rounding."""
+def spec_expected(spec: PreprocessSpec) -> Expected:
+    """A declared `PreprocessSpec`, compared within float32 rounding (and a resize's arithmetic when it resizes)."""
     from toolkit.preprocess_spec import resize_method, resize_variants
 
     others = {m: v.apply for m, v in resize_variants(spec).items()}
     return Expected(spec.apply, "the declared preprocessing", f"--preprocess {spec.text}",
-                    f"the declared preprocessing is {spec.text!r}", resize_method(spec), others, SPEC_TOLERANCE)
+                    f"the declared preprocessing is {spec.text!r}", resize_method(spec), others,
+                    SPEC_TOLERANCE if spec.input_size is None else RESIZE_TOLERANCE)
 
 
 def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLike | None, profile: Profile, *,
-                           spec=None, data: str | os.PathLike | None = None, n_images: int = 16,
-                           allow_pickle: bool = False, log: Callable[[str], None] | None = None) -> ValidationReport:
+                           spec: PreprocessSpec | None = None, data: str | os.PathLike | None = None,
+                           n_images: int = 16, allow_pickle: bool = False,
+                           log: Callable[[str], None] | None = None) -> ValidationReport:
     """Run the submission with capture and compare with training's preprocessing (`run_dir`) or a declared
-    `spec` (a `PreprocessSpec`; needs `data`); exactly one of the two. Return the report."""
+    `spec` (needs `data`); exactly one of the two. Return the report."""
     from toolkit.runtime.sandbox import run_submission
     from toolkit.submission_zip import SubmissionZip
 
@@ -110,13 +119,18 @@ def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLi
                               tta_views=views, capture_target=outcome.capture_target, source=source,
                               timing=outcome.timing, preprocess_spec=spec.to_dict() if spec else None,
                               tolerance=expected.tolerance)
+    return _judge(report, outcome, inputs, tensors, expected)
+
+
+def _judge(report: ValidationReport, outcome, inputs: dict, tensors: dict, expected: Expected) -> ValidationReport:
+    """Fill `report` from the run: the identity-view captures per input against `tensors`, failure, source hashes."""
     if outcome.failure is not None and not any(outcome.captured_calls.values()):
         report.failure = outcome.failure.to_dict()
         report.diagnoses = _diagnose_failure(outcome.failure.message, report.input_size, expected.label)
         return report
     for name, x in inputs.items():
-        calls = outcome.captured_calls.get(name) or []
-        report.inputs.append(compare_input(name, x, calls[IDENTITY_VIEW::views], tensors[name], expected))
+        calls = (outcome.captured_calls.get(name) or [])[IDENTITY_VIEW::report.tta_views]
+        report.inputs.append(compare_input(name, x, calls, tensors[name], expected))
     report.diagnoses = _unique(d for item in report.inputs for d in item["diagnosis"])
     if outcome.failure is not None:
         report.failure = outcome.failure.to_dict()
@@ -177,7 +191,8 @@ def diagnose(x: np.ndarray, expected: np.ndarray, found: np.ndarray, exp: Expect
     if found.shape[0] != expected.shape[0]:
         return [f"batch: the network received {found.shape[0]} images for {expected.shape[0]} inputs (an extra view or a dropped batch)"]
     if found.shape[1:3] != expected.shape[1:3]:
-        return [f"resize size: {label} fed {expected.shape[1]}x{expected.shape[2]}, the submission fed {found.shape[1]}x{found.shape[2]}"]
+        return [f"resize size: {label} fed {expected.shape[1]}x{expected.shape[2]}, "
+                f"the submission fed {found.shape[1]}x{found.shape[2]}"]
     if found.shape != expected.shape:
         return [f"shape: {label} fed {expected.shape}, the submission fed {found.shape}"]
     out = []
@@ -193,7 +208,8 @@ def diagnose(x: np.ndarray, expected: np.ndarray, found: np.ndarray, exp: Expect
     for name, cast in (("truncated", np.trunc), ("rounded", np.round), ("floored", np.floor)):
         before = exp.fn(cast(np.asarray(x, np.float64)).astype(np.float32))  # cast on the way in
         if np.array_equal(f, cast(e)) or np.array_equal(f, before):
-            return out + [f"dtype: values {name} to integers (a cast to uint8/int in predict; {label} keeps float32 fractions)"]
+            return out + [f"dtype: values {name} to integers "
+                          f"(a cast to uint8/int in predict; {label} keeps float32 fractions)"]
     if np.array_equal(f, e.astype(np.float16).astype(np.float64)):
         return out + [f"dtype: values rounded to float16 precision ({label} feeds float32)"]
     diff = np.abs(f - e)
@@ -242,12 +258,12 @@ def source_hashes(model_py: str, prep: dict) -> dict:
     else:
         info["match"] = info["embedded_sha256"] == run_sha == info["marker_sha256"]
         info["message"] = ("embedded preprocessing source matches training's" if info["match"] else
-                           f"source: the embedded preprocessing block {_hash_pair(info)}, training recorded {run_sha[:12]}: "
-                           "the block was edited or comes from another cbtool")
+                           f"source: the embedded preprocessing block {_hash_pair(info)}, training recorded "
+                           f"{run_sha[:12]}: the block was edited or comes from another cbtool")
     return info
 
 
-def spec_source_hashes(model_py: str, manifest: dict, spec) -> dict:
+def spec_source_hashes(model_py: str, manifest: dict, spec: PreprocessSpec) -> dict:
     """When the manifest records a preprocess spec: its embedded block's sha256 vs the declared spec's."""
     recorded = manifest.get("preprocess_spec") if isinstance(manifest.get("preprocess_spec"), dict) else None
     name = str((recorded or {}).get("name") or spec.name)
@@ -262,8 +278,9 @@ def spec_source_hashes(model_py: str, manifest: dict, spec) -> dict:
         info["match"] = info["embedded_sha256"] == info["marker_sha256"] == spec.sha256() == info["manifest_sha256"]
         info["message"] = (f"embedded {name} matches --preprocess {spec.text}" if info["match"] else
                            f"source: the embedded {name} {_hash_pair(info)}, the manifest records "
-                           f"{str(info['manifest_sha256'])[:12]} ({recorded.get('text')!r}), --preprocess {spec.text} "
-                           f"hashes to {spec.sha256()[:12]}: the block was edited or the zip declares other preprocessing")
+                           f"{str(info['manifest_sha256'])[:12]} ({recorded.get('text')!r}), --preprocess "
+                           f"{spec.text} hashes to {spec.sha256()[:12]}: the block was edited or the zip declares "
+                           "other preprocessing")
     return info
 
 
@@ -288,15 +305,16 @@ def render(report: ValidationReport) -> str:
         ref = "training" if report.preprocess_spec is None else "the declared preprocessing"
         worst = max((i.get("max_abs_diff", 0.0) for i in report.inputs), default=0.0)
         how = (f"byte-identical to {ref}" if all(i["identical"] for i in report.inputs) else
-               f"equal to {ref} within float32 rounding (max abs diff {worst:.3g})")
+               f"equal to {ref} within float rounding (max abs diff {worst:.3g})")
         return f"ok: preprocessing {how} on {len(report.inputs)} probe sets; {report.source['message']}\n  {head}"
     lines = [f"MISMATCH: {head}"]
     for item in report.inputs:
         if item["match"]:
-            lines.append(f"  {item['input']:<20} {'identical' if item['identical'] else 'equal within float32 rounding'}")
+            lines.append(f"  {item['input']:<20} {'identical' if item['identical'] else 'equal within float rounding'}")
             continue
         diff = item["first_difference"]
-        where = f" first difference at {diff['index']}: {label} {diff['expected']!r}, submission {diff['found']!r}" if diff else ""
+        where = (f" first difference at {diff['index']}: {label} {diff['expected']!r}, submission {diff['found']!r}"
+                 if diff else "")
         lines.append(f"  {item['input']:<20} differs;{where}")
     lines += [f"  diagnosis: {d}" for d in report.diagnoses]
     if report.failure:
