@@ -12,6 +12,7 @@ import ast
 import fnmatch
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 
 from toolkit.artifacts import SUBMISSION_FILES
@@ -345,11 +346,12 @@ def _incompatible(name: str, saved: str | None, profile: Profile, runtime: str, 
     first = found[0]
     where = f" at {first.path}" if first.path else ""
     symbol = f"saved by Keras {saved or '(unknown)'}; {profile.name}'s Keras {runtime} rejects {first.describe()}{where}"
-    more = "; ".join(f"{i.describe()}{' at ' + i.path if i.path else ''}" for i in found[1:4])
-    rest = f" ({len(found) - 1} more: {more}{'; ...' if len(found) > 4 else ''})" if len(found) > 1 else ""
+    kinds = Counter(i.describe() for i in found)
+    listed = ", ".join(f"{what} x{n}" if n > 1 else what for what, n in list(kinds.items())[:6])
+    more = ", ..." if len(kinds) > 6 else ""
     return Issue("keras_version", name, symbol, f"a model file Keras {runtime} loads (re-save it with Keras {runtime}, "
                  "or rebuild it for the profile: cbtool build-submission --from-keras MODEL)",
-                 f"{len(found)} class(es)/argument(s) Keras {runtime} does not accept{rest}")
+                 f"{len(found)} class(es)/argument(s) Keras {runtime} does not accept: {listed}{more}")
 
 
 def _unverified(name: str, saved: str | None, profile: Profile, reason: str) -> Issue:
