@@ -20,7 +20,7 @@ import pytest
 
 from toolkit.errors import RuntimeProfileError
 from toolkit.runtime.keras_compat import saved_keras_config, saved_keras_version, target_keras
-from toolkit.runtime.profiles import BUILTIN, get_profile
+from toolkit.runtime.profiles import get_profile
 from toolkit.runtime.venv import ensure_venv
 from toolkit.submission.check import check_submission
 

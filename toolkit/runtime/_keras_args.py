@@ -2,13 +2,13 @@
 
     python _keras_args.py OUT.json
 
-Writes {"keras_version", "classes": {id: {"name", "accepts", "any"}}, "api": {public name: id},
-"modules": {module: {attribute: id}}, "existing_modules": [...], "activations": [...], "compile_args": [...]} where `accepts` are the
-constructor keyword names `cls.from_config(config)` lets through: the __init__ parameters along the MRO, following
-**kwargs into the base class (Keras 3 `Layer.__init__` raises on leftovers after popping `input_dim`/`input_shape`;
-Keras 2 checks them against its `allowed_kwargs` set), plus the keys an overridden `from_config` reads itself.
-`any` marks a class whose **kwargs are swallowed unchecked (Keras 3 `InputLayer`). Standard library only at the
-top: this file runs where cbtool is not installed.
+Writes {"keras_version", "classes": {id: {"name", "accepts", "any"}}, "api": {public name: id}, "modules":
+{module: {attribute: id}}, "existing_modules", "activations", "compile_args"}. `accepts` are the constructor keyword
+names `cls.from_config(config)` lets through: the __init__ parameters along the MRO, following **kwargs into the base
+class (Keras 3 `Layer.__init__` raises on leftovers after popping `input_dim`/`input_shape`; Keras 2 checks them
+against its `allowed_kwargs` set), plus the keys an overridden `from_config` reads itself. `any` marks a class that
+swallows unknown keys unchecked (Keras 3 `InputLayer`'s **kwargs; `Sequential.from_config`, which reads name and
+layers only). Standard library only at the top: this file runs where cbtool is not installed.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def check_submission(zip_path: str | os.PathLike, profile: Profile) -> CheckRepo
             issues += _model_py(source, profile, local, _zip_paths(sub.names))
         target, versions = _Target(profile), {}
         for name in sub.names:
-            if name.lower().endswith(MODEL_SUFFIXES) and not name.endswith("/"):
+            if name.lower().endswith(MODEL_SUFFIXES) and "__MACOSX/" not in name:  # junk is reported by layout
                 issues += _model_file(name, sub.read(name), profile, target, versions)
         if profile.contract.metadata and not sub.has(SUBMISSION_FILES.METADATA):
             issues.append(Issue("missing_metadata", "metadata", "", "an empty file named `metadata` at the zip root "
