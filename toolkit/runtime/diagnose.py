@@ -9,10 +9,7 @@ Each function returns a text to put first, or None. TensorFlow-free.
 from __future__ import annotations
 
 import ast
-import json
 import re
-import zipfile
-from io import BytesIO
 
 from toolkit.artifacts import SUBMISSION_FILES
 from toolkit.runtime.profiles import BUILTIN, Profile
@@ -101,35 +98,20 @@ def keras_load_hint(failure: dict, sub: SubmissionZip, profile: Profile) -> str 
 
 
 def saved_keras_versions(sub: SubmissionZip) -> dict[str, str]:
-    """{entry: Keras version} for every .keras (metadata.json) and .h5 (root attribute keras_version) in the zip."""
+    """{entry: the Keras version that saved it} for every .keras and .h5 file in the zip."""
+    from toolkit.runtime.keras_compat import saved_keras_version
+
     out = {}
     for name in sub.names:
-        if name.endswith(".keras"):
-            try:
-                with zipfile.ZipFile(BytesIO(sub.read(name))) as inner:
-                    version = json.loads(inner.read("metadata.json")).get("keras_version")
-            except (KeyError, ValueError, zipfile.BadZipFile, OSError):
-                continue
-        elif name.endswith((".h5", ".hdf5")):
-            version = _h5_keras_version(sub.read(name))
-        else:
+        if not name.endswith((".keras", ".h5", ".hdf5")):
+            continue
+        try:
+            version = saved_keras_version(sub.read(name, max_bytes=sub.unpacked_bytes), name)
+        except (ValueError, OSError):
             continue
         if version:
-            out[name] = str(version)
+            out[name] = version
     return out
-
-
-def _h5_keras_version(data: bytes) -> str | None:
-    try:
-        import h5py
-    except ImportError:
-        return None
-    try:
-        with h5py.File(BytesIO(data), "r") as handle:
-            version = handle.attrs.get("keras_version")
-    except (OSError, ValueError):
-        return None
-    return version.decode() if isinstance(version, bytes) else (str(version) if version is not None else None)
 
 
 def other_profile_hint(failure: dict, sub: SubmissionZip, profile: Profile) -> str | None:
