@@ -69,17 +69,17 @@ class Dataset:
 def load_dataset(path: str | Path, allow_pickle: bool = False, num_classes: int | None = None) -> Dataset:
     """Load and validate a training npz; raise `DataError` naming the file and the problem."""
     path = Path(path)
-    archive = _open_npz(path, allow_pickle)
+    archive = open_npz(path, allow_pickle)
     try:
         schema = _detect_schema(path, archive)
         image_key, label_key = SCHEMAS[schema]
-        raw_images = _read(path, archive, image_key, allow_pickle)
-        raw_labels = _read(path, archive, label_key, allow_pickle)
-        names = _read(path, archive, "class_names", allow_pickle) if "class_names" in archive.files else None
-        original = _read(path, archive, "original_indices", allow_pickle) if "original_indices" in archive.files else None
+        raw_images = read_array(path, archive, image_key, allow_pickle)
+        raw_labels = read_array(path, archive, label_key, allow_pickle)
+        names = read_array(path, archive, "class_names", allow_pickle) if "class_names" in archive.files else None
+        original = read_array(path, archive, "original_indices", allow_pickle) if "original_indices" in archive.files else None
     finally:
         archive.close()
-    images = _validate_images(path, image_key, raw_images)
+    images = validate_images(path, image_key, raw_images)
     labels, class_names = _validate_labels(path, label_key, raw_labels, images.shape[0], names, num_classes, schema)
     if original is None:
         original = np.arange(images.shape[0], dtype=np.int64)
@@ -88,7 +88,8 @@ def load_dataset(path: str | Path, allow_pickle: bool = False, num_classes: int 
     return Dataset(images, labels, class_names, original.astype(np.int64), schema, path)
 
 
-def _open_npz(path: Path, allow_pickle: bool):
+def open_npz(path: Path, allow_pickle: bool):
+    """The npz archive at `path` (close it after use); one-line DataErrors for a missing, damaged or non-npz file."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
@@ -117,7 +118,8 @@ def _detect_schema(path: Path, archive) -> str:
     raise DataError(f"{path}: expected keys {expected}; found keys {found}")
 
 
-def _read(path: Path, archive, key: str, allow_pickle: bool) -> np.ndarray:
+def read_array(path: Path, archive, key: str, allow_pickle: bool) -> np.ndarray:
+    """One array of an open archive; pickled (object) arrays are refused unless `allow_pickle`."""
     try:
         return archive[key]
     except ValueError as exc:
@@ -131,7 +133,8 @@ def _read(path: Path, archive, key: str, allow_pickle: bool) -> np.ndarray:
         raise DataError(f"{path}: cannot read array '{key}' ({_short(exc)}); the file may be truncated") from exc
 
 
-def _validate_images(path: Path, key: str, images: np.ndarray) -> np.ndarray:
+def validate_images(path: Path, key: str, images: np.ndarray) -> np.ndarray:
+    """`images` as (N, H, W, 3) numbers in 0-255, or a DataError naming the file, key and what was found."""
     if images.dtype == object:
         raise DataError(f"{path}: '{key}' holds Python objects, expected a numeric array of shape (N,H,W,3)")
     if images.ndim == 3:

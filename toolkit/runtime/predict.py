@@ -128,7 +128,7 @@ def read_test_set(path: str | Path, allow_pickle: bool = False) -> TestSet:
     from toolkit.data import io
 
     path = Path(path)
-    archive = io._open_npz(path, allow_pickle)  # refuses pickled arrays unless allow_pickle, like every loader
+    archive = io.open_npz(path, allow_pickle)  # refuses pickled arrays unless allow_pickle, like every loader
     try:
         keys = set(archive.files)
         labelled = any(image in keys and label in keys for image, label in SCHEMAS.values())
@@ -136,17 +136,17 @@ def read_test_set(path: str | Path, allow_pickle: bool = False) -> TestSet:
         if image_key is None:
             expected = " or ".join(f"'{image}'" for image, _ in SCHEMAS.values())
             raise DataError(f"{path}: expected an image array {expected}; found keys {', '.join(sorted(keys)) or 'none'}")
-        raw = None if labelled else io._read(path, archive, image_key, allow_pickle)
-        names = io._read(path, archive, "class_names", allow_pickle) if "class_names" in keys else None
+        raw = None if labelled else io.read_array(path, archive, image_key, allow_pickle)
+        names = io.read_array(path, archive, "class_names", allow_pickle) if "class_names" in keys else None
         ids_from = next((k for k in ID_KEYS if k in keys), None)
-        raw_ids = io._read(path, archive, ids_from, allow_pickle) if ids_from else None
+        raw_ids = io.read_array(path, archive, ids_from, allow_pickle) if ids_from else None
     finally:
         archive.close()
     if labelled:  # the loader validates the labels too, and names the classes they imply
         dataset = io.load_dataset(path, allow_pickle=allow_pickle)
         images, class_names = dataset.images, list(dataset.class_names)
     else:
-        images = io._validate_images(path, image_key, raw)
+        images = io.validate_images(path, image_key, raw)
         class_names = [str(n) for n in names] if names is not None else None
     ids = _ids(path, ids_from, raw_ids, len(images)) if ids_from else list(range(len(images)))
     return TestSet(images, ids, ids_from, class_names)
