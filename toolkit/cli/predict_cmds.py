@@ -26,7 +26,7 @@ from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_comm
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per predict call (default: the whole set in one call, as graders do).")
 @allow_pickle_option
 def predict_command(out: Output, source, data, output, id_column, label_names, profile_name, profiles_file, batch_size, allow_pickle) -> Result:
-    from toolkit.runtime.predict import PredictOptions, predict, render
+    from toolkit.submission.predict import PredictOptions, predict, render
     from toolkit.submission.build import submission_profile
 
     profile = submission_profile(source, profile_name, profiles_file)  # a dir has no manifest: --profile, else an2dl-2024
