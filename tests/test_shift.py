@@ -1,10 +1,12 @@
-"""The corruption suite: every family and severity, determinism under the seed, monotone severity, contract."""
+"""The simulate --shift suite: its default families, the one corruption definition it draws from, and its summary
+(mean, drop, worst, and the seen/unseen split by what training drew)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from toolkit import corruptions
 from toolkit.runtime import shift
 
 
@@ -35,47 +37,13 @@ def test_suite_covers_eleven_families_at_five_severities():
     assert {(n, s) for n, s, _ in sets} == {(n, s) for n in shift.CORRUPTIONS for s in shift.SEVERITIES}
 
 
-@pytest.mark.parametrize("name", shift.CORRUPTIONS)
-def test_each_family_is_uint8_deterministic_and_grows_with_severity(name):
-    images = _cells()
-    before = images.copy()
-    outs = [shift.corrupt(images, name, s, seed=7) for s in shift.SEVERITIES]
-    np.testing.assert_array_equal(images, before)  # the input is never modified in place
-    for out in outs:
-        assert out.dtype == np.uint8 and out.shape == images.shape
-    np.testing.assert_array_equal(outs[2], shift.corrupt(images, name, 3, seed=7))
-    change = [np.abs(o.astype(np.int32) - images).mean() for o in outs]
-    assert change[0] > 0, f"{name} severity 1 left the images unchanged"
-    assert change[-1] > change[0], f"{name}: severity 5 changed less than severity 1 ({change})"
-
-
-def test_random_families_depend_on_the_seed_but_not_on_the_batch():
-    images = _cells(8)
-    for name in ("motion_blur", "stain_deposits", "bubbles"):
-        a = shift.corrupt(images, name, 4, seed=1)
-        b = shift.corrupt(images, name, 4, seed=2)
-        assert not np.array_equal(a, b), name
-        # image i's random parameters come from row i of one draw: a prefix batch gives the same pixels
-        np.testing.assert_array_equal(shift.corrupt(images[:3], name, 4, seed=1)[:3], a[:3])
-
-
-def test_photometric_families_match_their_definition():
-    images = _cells(3)
-    x = images.astype(np.float64)
-    np.testing.assert_array_equal(shift.corrupt(images, "brightness_down", 5), np.clip(np.rint(x * 0.5), 0, 255))
-    out = shift.corrupt(images, "contrast_down", 5).astype(np.float64)
-    luma = x @ np.array([0.299, 0.587, 0.114])
-    assert np.allclose(out.std(axis=(1, 2, 3)), 0.5 * x.std(axis=(1, 2, 3)), rtol=0.05)
-    assert np.allclose((out @ np.array([0.299, 0.587, 0.114])).mean(axis=(1, 2)), luma.mean(axis=(1, 2)), atol=1.0)
-
-
-def test_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="unknown corruption 'fog'"):
-        shift.corrupt(_cells(1), "fog", 1)
-    with pytest.raises(ValueError, match="severity"):
-        shift.corrupt(_cells(1), "jpeg", 6)
-    with pytest.raises(ValueError, match="uint8"):
-        shift.corrupt(_cells(1).astype(np.float32), "jpeg", 1)
+def test_the_suite_is_the_one_corruption_definition():
+    # simulate's families, tables and code are toolkit.corruptions', not a copy: the training stage draws from them too
+    assert shift.corrupt is corruptions.corrupt and shift.PARAMS is corruptions.PARAMS
+    assert shift.CORRUPTIONS == corruptions.MEDMNIST_C and set(shift.CORRUPTIONS) < set(corruptions.FAMILIES)
+    images = _cells(2)
+    for name, severity, out in shift.iter_suite(images, seed=4, corruptions=["haze"], severities=[2]):
+        np.testing.assert_array_equal(out, corruptions.corrupt(images, name, severity, seed=4))
 
 
 def test_summarize_reports_mean_drop_and_worst():
@@ -85,3 +53,17 @@ def test_summarize_reports_mean_drop_and_worst():
     assert s["drop"] == pytest.approx(0.325)
     assert s["worst_corruption"] == "bubbles"
     assert s["table"]["jpeg"] == {"1": 0.9, "2": 0.8}
+
+
+def test_summarize_marks_seen_and_unseen_families():
+    table = {"jpeg": {1: 0.9, 2: 0.8}, "bubbles": {1: 0.5, 2: 0.3}, "haze": {1: 0.7, 2: 0.7}}
+    s = shift.summarize(0.95, table, trained=["jpeg", "haze", "gamma"])
+    assert s["seen_in_training"] == {"jpeg": True, "bubbles": False, "haze": True}
+    assert s["unseen_mean_accuracy"] == pytest.approx(0.4) and s["seen_mean_accuracy"] == pytest.approx(0.775)
+    assert s["mean_accuracy"] == pytest.approx(np.mean([0.9, 0.8, 0.5, 0.3, 0.7, 0.7]))  # today's mean is unchanged
+    assert s["trained_families"] == ["gamma", "haze", "jpeg"]
+    unknown = shift.summarize(0.95, table)  # a zip whose manifest does not say what training drew
+    assert unknown["seen_in_training"] == {"jpeg": None, "bubbles": None, "haze": None}
+    assert unknown["unseen_mean_accuracy"] is None and unknown["trained_families"] is None
+    nothing = shift.summarize(0.95, table, trained=[])  # trained without the corrupt stage: every family is unseen
+    assert nothing["unseen_mean_accuracy"] == pytest.approx(nothing["mean_accuracy"]) and nothing["seen_mean_accuracy"] is None

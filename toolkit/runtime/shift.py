@@ -1,55 +1,23 @@
-"""The seeded corruption suite behind `simulate --shift` (DESIGN.md section 5).
+"""The seeded corruption suite behind `simulate --shift` (DESIGN.md section 5), and its summary.
 
-Eleven families modelled on MedMNIST-C's blood-cell corruptions, each at severities 1-5: pixelate, JPEG
-(quality 50 -> 7), defocus and motion blur, brightness up (x1.1 -> 1.4) and down (x0.9 -> 0.5), contrast up
-(x1.1 -> 1.3) and down (x0.9 -> 0.5), saturation, stain deposits and bubbles. Everything is numpy or PIL, runs in
-the parent process, takes and returns uint8 (N, H, W, 3), and is a pure function of (images, family, severity,
-seed): the random parameters of image i never depend on the batch it came in.
+The families, their severity tables and their code live in `toolkit.corruptions` (training's `corrupt` stage uses
+the same ones). The default suite is the eleven MedMNIST-C-like families at severities 1-5; it runs in the parent
+process, and every set is a pure function of (images, family, severity, seed).
 """
 
 from __future__ import annotations
 
-import io
-import zlib
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-SEVERITIES = (1, 2, 3, 4, 5)
+from toolkit.corruptions import FAMILIES, MEDMNIST_C, PARAMS, SEVERITIES, corrupt
 
-# One parameter per severity 1..5. Blur radii and blob counts are in pixels / per image at 96x96.
-PARAMS: dict[str, tuple] = {
-    "pixelate": (0.85, 0.7, 0.55, 0.45, 0.35),  # side of the down-sampled image, as a fraction
-    "jpeg": (50, 35, 22, 12, 7),  # JPEG quality
-    "defocus_blur": (1.0, 1.5, 2.0, 2.5, 3.0),  # disk radius
-    "motion_blur": (3, 5, 7, 9, 11),  # streak length, random direction per image
-    "brightness_up": (1.1, 1.175, 1.25, 1.325, 1.4),
-    "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
-    "contrast_up": (1.1, 1.15, 1.2, 1.25, 1.3),
-    "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.5),
-    "saturation": (1.25, 1.5, 1.75, 2.0, 2.5),  # chroma gain around each pixel's luminance
-    "stain_deposits": (2, 4, 6, 9, 12),  # dark stain blobs per image
-    "bubbles": (1, 2, 3, 4, 6),  # air bubbles per image
-}
-CORRUPTIONS = tuple(PARAMS)
+__all__ = ["CORRUPTIONS", "FAMILIES", "PARAMS", "SEVERITIES", "corrupt", "input_name", "iter_suite", "seen_in_training", "summarize"]
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_STAIN_RGB = np.array([78.0, 40.0, 112.0], dtype=np.float32)  # haematoxylin-like purple
-_CHUNK = 512  # images per vectorised step, bounds the float32 working memory
-
-
-def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
-    """`images` (N, H, W, 3) uint8 corrupted by family `name` at `severity` (1-5); uint8 out, same shape."""
-    if name not in PARAMS:
-        raise ValueError(f"unknown corruption {name!r}; expected one of {', '.join(CORRUPTIONS)}")
-    if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {SEVERITIES}, found {severity!r}")
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(name.encode()), int(severity)]))
-    param = PARAMS[name][severity - 1]
-    return _FAMILIES[name](images, param, rng)
+# The default suite: 55 sets (11 families x 5 severities). The other families in toolkit.corruptions (noise,
+# colour cast, gamma, haze) are for training and benchmarks: adding them here costs 25 more sets per run.
+CORRUPTIONS = MEDMNIST_C
 
 
 def iter_suite(
@@ -69,12 +37,13 @@ def input_name(name: str, severity: int) -> str:
     return f"shift/{name}/{severity}"
 
 
-def summarize(clean_accuracy: float, table: dict[str, dict[int, float]]) -> dict:
-    """Clean accuracy, the mean over every (family, severity), the drop, per-family means and the worst family."""
-    values = [acc for per_severity in table.values() for acc in per_severity.values()]
-    mean = float(np.mean(values)) if values else float("nan")
+def summarize(clean_accuracy: float, table: dict[str, dict[int, float]], trained: Sequence[str] | None = None) -> dict:
+    """Clean accuracy, the mean over every (family, severity), the drop, per-family means and the worst family; with
+    `trained` (the families training drew, None = unknown) each family's `seen_in_training` and the unseen mean."""
     per_family = {name: float(np.mean(list(sev.values()))) for name, sev in table.items()}
     worst = min(per_family, key=per_family.get) if per_family else None
+    seen = seen_in_training(table, trained)
+    mean = _mean(table, list(table))
     return {
         "clean_accuracy": float(clean_accuracy),
         "mean_accuracy": mean,
@@ -83,174 +52,21 @@ def summarize(clean_accuracy: float, table: dict[str, dict[int, float]]) -> dict
         "worst_corruption": worst,
         "table": {name: {str(s): float(a) for s, a in sev.items()} for name, sev in table.items()},
         "severities": list(SEVERITIES),
+        "trained_families": None if trained is None else sorted(trained),
+        "seen_in_training": seen,
+        "seen_mean_accuracy": _mean(table, [n for n, v in seen.items() if v is True]),
+        "unseen_mean_accuracy": _mean(table, [n for n, v in seen.items() if v is False]),
     }
 
 
-# --- the families -------------------------------------------------------------------------------------------
+def seen_in_training(families: Iterable[str], trained: Sequence[str] | None) -> dict[str, bool | None]:
+    """{family: drawn by training's corrupt stage}; every value None when what training drew is unknown."""
+    return {name: None if trained is None else name in set(trained) for name in families}
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def _chunked(images: np.ndarray, fn: Callable[[np.ndarray, slice], np.ndarray]) -> np.ndarray:
-    out = np.empty_like(images)
-    for start in range(0, len(images), _CHUNK):
-        part = slice(start, min(start + _CHUNK, len(images)))
-        out[part] = _to_uint8(fn(images[part].astype(np.float32), part))
-    return out
-
-
-def _brightness(images, factor, rng):
-    return _chunked(images, lambda x, _: x * factor)
-
-
-def _contrast(images, factor, rng):
-    def apply(x, _):
-        mean = (x @ _LUMA).mean(axis=(1, 2))[:, None, None, None]
-        return (x - mean) * factor + mean
-
-    return _chunked(images, apply)
-
-
-def _saturation(images, factor, rng):
-    def apply(x, _):
-        grey = (x @ _LUMA)[..., None]
-        return grey + (x - grey) * factor
-
-    return _chunked(images, apply)
-
-
-def _pixelate(images, fraction, rng):
-    from PIL import Image
-
-    out = np.empty_like(images)
-    h, w = images.shape[1:3]
-    small = (max(1, round(w * fraction)), max(1, round(h * fraction)))
-    for i, img in enumerate(images):
-        pil = Image.fromarray(img).resize(small, Image.BOX)
-        out[i] = np.asarray(pil.resize((w, h), Image.NEAREST))
-    return out
-
-
-def _jpeg(images, quality, rng):
-    from PIL import Image
-
-    out = np.empty_like(images)
-    for i, img in enumerate(images):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        out[i] = np.asarray(Image.open(buf).convert("RGB"))
-    return out
-
-
-def _shift_sum(x: np.ndarray, taps: list[tuple[int, int, float]]) -> np.ndarray:
-    """Convolution as a weighted sum of shifted copies (reflect-padded): cheap for the small kernels used here."""
-    reach = max(max(abs(dy), abs(dx)) for dy, dx, _ in taps)
-    h, w = x.shape[1:3]
-    padded = np.pad(x, ((0, 0), (reach, reach), (reach, reach), (0, 0)), mode="reflect")
-    out = np.zeros_like(x)
-    for dy, dx, weight in taps:
-        out += weight * padded[:, reach + dy : reach + dy + h, reach + dx : reach + dx + w]
-    return out
-
-
-def _defocus(images, radius, rng):
-    r = int(np.ceil(radius))
-    taps = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= radius * radius]
-    weighted = [(dy, dx, 1.0 / len(taps)) for dy, dx in taps]
-    return _chunked(images, lambda x, _: _shift_sum(x, weighted))
-
-
-def _motion_taps(length: int, angle: float) -> list[tuple[int, int, float]]:
-    t = np.linspace(-(length - 1) / 2, (length - 1) / 2, length)
-    points = {(int(round(v * np.sin(angle))), int(round(v * np.cos(angle)))) for v in t}
-    return [(dy, dx, 1.0 / len(points)) for dy, dx in sorted(points)]
-
-
-def _motion(images, length, rng):
-    # 12 directions; images are grouped by direction so each group is one vectorised convolution.
-    directions = rng.integers(0, 12, size=len(images))
-    out = np.empty_like(images)
-    for d in np.unique(directions):
-        idx = np.flatnonzero(directions == d)
-        taps = _motion_taps(int(length), np.pi * d / 12)
-        out[idx] = _chunked(images[idx], lambda x, _: _shift_sum(x, taps))
-    return out
-
-
-def _blob_params(rng, n: int, k: int, h: int, w: int, radius: tuple[float, float]) -> dict[str, np.ndarray]:
-    # One draw of shape (n, k, 7): row i only depends on the seed and i, never on how many images came along.
-    u = rng.random((n, k, 7))
-    lo, hi = radius
-    return {
-        "cy": u[..., 0] * h,
-        "cx": u[..., 1] * w,
-        "r": lo + u[..., 2] * (hi - lo),
-        "aspect": 0.6 + 0.4 * u[..., 3],
-        "angle": np.pi * u[..., 4],
-        "wobble": 2 * np.pi * u[..., 5],
-        "alpha": 0.45 + 0.35 * u[..., 6],
-    }
-
-
-def _window(cy: float, cx: float, reach: float, h: int, w: int) -> tuple[slice, slice]:
-    """The pixel box a blob can touch: drawing only there keeps stains and bubbles cheap."""
-    y0, y1 = max(0, int(cy - reach)), min(h, int(np.ceil(cy + reach)) + 1)
-    x0, x1 = max(0, int(cx - reach)), min(w, int(np.ceil(cx + reach)) + 1)
-    return slice(y0, y1), slice(x0, x1)
-
-
-def _stains(images, count, rng):
-    n, h, w = images.shape[:3]
-    p = _blob_params(rng, n, int(count), h, w, (3.0, 8.0))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = images.astype(np.float32)
-    for i in range(n):
-        for j in range(int(count)):
-            cy, cx, r = p["cy"][i, j], p["cx"][i, j], p["r"][i, j]
-            box = _window(cy, cx, 1.2 * r / p["aspect"][i, j] + 1, h, w)
-            dy, dx = yy[box] - cy, xx[box] - cx
-            c, s = np.cos(p["angle"][i, j]), np.sin(p["angle"][i, j])
-            u, v = dx * c + dy * s, (-dx * s + dy * c) / p["aspect"][i, j]
-            theta, phase = np.arctan2(v, u), p["wobble"][i, j]
-            edge = r * (1 + 0.12 * np.sin(2 * theta + phase) + 0.08 * np.sin(5 * theta + 2 * phase))  # irregular outline
-            mask = (np.clip(edge - np.hypot(u, v), 0, 2.0) / 2.0 * p["alpha"][i, j])[..., None]
-            out[i][box] = out[i][box] * (1 - mask) + _STAIN_RGB * mask
-    return _to_uint8(out)
-
-
-def _bubbles(images, count, rng):
-    n, h, w = images.shape[:3]
-    p = _blob_params(rng, n, int(count), h, w, (7.0, 18.0))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = images.astype(np.float32)
-    for i in range(n):
-        for j in range(int(count)):
-            cy, cx, r = p["cy"][i, j], p["cx"][i, j], p["r"][i, j]
-            box = _window(cy, cx, r + 4, h, w)
-            d = np.hypot(yy[box] - cy, xx[box] - cx) / r
-            inside = (d < 1).astype(np.float32)[..., None]
-            rim = np.exp(-(((d - 1) * r / 1.2) ** 2))[..., None]  # a dark refractive ring ~1 px wide
-            glint = np.exp(-((np.hypot(yy[box] - cy + 0.4 * r, xx[box] - cx + 0.4 * r) / (0.15 * r)) ** 2))[..., None]
-            x = out[i][box]
-            x = x + inside * (255 - x) * 0.25  # the bubble's interior scatters light: washed out
-            x = x * (1 - 0.55 * rim)
-            out[i][box] = x + glint * (255 - x) * 0.8
-    return _to_uint8(out)
-
-
-_FAMILIES: dict[str, Callable[[np.ndarray, object, np.random.Generator], np.ndarray]] = {
-    "pixelate": _pixelate,
-    "jpeg": _jpeg,
-    "defocus_blur": _defocus,
-    "motion_blur": _motion,
-    "brightness_up": _brightness,
-    "brightness_down": _brightness,
-    "contrast_up": _contrast,
-    "contrast_down": _contrast,
-    "saturation": _saturation,
-    "stain_deposits": _stains,
-    "bubbles": _bubbles,
-}
+def _mean(table: dict[str, dict[int, float]], families: list[str]) -> float | None:
+    """The mean over every (family, severity) of `families`; NaN for an empty table, None for no such family."""
+    values = [acc for name in families for acc in table[name].values()]
+    if not values:
+        return float("nan") if not table else None
+    return float(np.mean(values))
