@@ -4,6 +4,7 @@
 - `ExportDir`: what `cbtool export` writes (the same spec files plus the weights of each export format).
 - `FORMATS`: the export/submission formats and the one weights file each puts in a submission zip.
 - `SUBMISSION_FILES`: the fixed names inside a cbtool-built zip.
+- `FoldsDir`, `FoldDir`: what `cbtool split --folds K` writes (folds.json, fold_1 ... fold_K with train/val npz).
 
 TensorFlow-free; reading JSON here keeps the "missing or unreadable" messages in one shape.
 """
@@ -131,12 +132,74 @@ class RunDir(_ArtefactDir):
     def state(self) -> Path:
         return self.state_dir / "state.json"
 
+    @property
+    def oof(self) -> Path:
+        """Out-of-fold predictions: the validation rows' original indices, labels and softmax."""
+        return self.path / "oof.npz"
+
+    @property
+    def fold_record(self) -> Path:
+        """Which fold of which split this run trained on (`train --fold`)."""
+        return self.path / "fold.json"
+
+    @property
+    def folds(self) -> Path:
+        """A copy of the split's folds.json, so a run dir copied back from another machine is complete."""
+        return self.path / FOLDS_JSON
+
     def required(self) -> tuple[Path, ...]:
         """What export needs from a finished run."""
         return (self.model_spec, self.classes, self.preprocessing, self.best_weights, self.probe)
 
     def looks_like(self) -> bool:
         return self.best_weights.is_file()
+
+
+FOLDS_JSON = "folds.json"
+
+
+class FoldDir(_ArtefactDir):
+    """One fold of a k-fold split: train.npz (the other folds) and val.npz (this fold)."""
+
+    kind = "fold dir (DIR/fold_i of cbtool split --folds)"
+    PREFIX = "fold_"
+
+    @property
+    def train(self) -> Path:
+        return self.path / "train.npz"
+
+    @property
+    def val(self) -> Path:
+        return self.path / "val.npz"
+
+    @property
+    def index(self) -> int | None:
+        """i of a folder named fold_i; None for any other name."""
+        tail = self.path.name.removeprefix(self.PREFIX)
+        return int(tail) if self.path.name.startswith(self.PREFIX) and tail.isdigit() else None
+
+    @property
+    def split(self) -> "FoldsDir":
+        return FoldsDir(self.path.parent)
+
+    def looks_like(self) -> bool:
+        return self.train.is_file() and self.val.is_file()
+
+
+class FoldsDir(_ArtefactDir):
+    """A k-fold split (`cbtool split DATA --folds K -o DIR`): folds.json and fold_1 ... fold_K."""
+
+    kind = "k-fold split dir"
+
+    @property
+    def folds_json(self) -> Path:
+        return self.path / FOLDS_JSON
+
+    def fold(self, i: int) -> FoldDir:
+        return FoldDir(self.path / f"{FoldDir.PREFIX}{i}")
+
+    def looks_like(self) -> bool:
+        return self.folds_json.is_file()
 
 
 class ExportDir(_ArtefactDir):

@@ -11,7 +11,8 @@ from toolkit import __version__
 from toolkit.cli._common import Output, fail
 
 # Each module registers its commands on `main` as it is imported.
-COMMAND_MODULES = ("data_cmds", "train_cmds", "export_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds", "predict_cmds")
+COMMAND_MODULES = ("data_cmds", "train_cmds", "export_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds", "predict_cmds",
+                   "cv_cmds")
 
 
 class _Group(click.Group):

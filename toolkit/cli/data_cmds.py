@@ -1,4 +1,4 @@
-"""Data commands: `cbtool demo-data`, `cbtool inspect`, `cbtool clean`, `cbtool split`."""
+"""Data commands: `cbtool demo-data`, `cbtool inspect`, `cbtool clean`, `cbtool split` (also into K folds)."""
 
 from __future__ import annotations
 
@@ -82,18 +82,25 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
 
 @cbtool_command(main, "split")
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--val", type=float, default=0.1, show_default=True, help="Validation fraction (per class).")
-@click.option("--test", type=float, default=0.0, show_default=True, help="Test fraction (per class); 0 writes no test.npz.")
+@click.option("--val", type=float, help="Validation fraction (per class; default 0.1).")
+@click.option("--test", type=float, help="Test fraction (per class; default 0, no test.npz).")
+@click.option("--folds", type=click.IntRange(min=2), help="Write K folds instead: DIR/fold_1..fold_K (train.npz, val.npz) and DIR/folds.json.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for train.npz, val.npz (and test.npz).")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for train.npz, val.npz (and test.npz), or the folds.")
 @allow_pickle_option
-def split_command(out: Output, data, val, test, seed, out_dir, allow_pickle) -> Result:
-    """Split stratified by class; near-duplicate groups never straddle train/val/test."""
+def split_command(out: Output, data, val, test, folds, seed, out_dir, allow_pickle) -> Result:
+    """Split stratified by class; near-duplicate groups never straddle train/val/test, or the K folds of --folds."""
     from toolkit.data.io import load_dataset
-    from toolkit.data.split import split_dataset
+    from toolkit.data.split import fold_dataset, split_dataset
 
+    if folds and (val is not None or test is not None):
+        raise click.UsageError("--folds and --val/--test are exclusive: each fold is the validation set of one run")
     ds = load_dataset(data, allow_pickle=allow_pickle)
-    result = split_dataset(ds, out_dir, val=val, test=test, seed=seed)
+    if folds:
+        result = fold_dataset(ds, out_dir, folds, seed)
+        human = "\n".join(f"fold {f['fold']}: train {f['train']}, val {f['val']} -> {f['dir']}" for f in result.folds)
+        return Result(data=result.to_dict(), human=human + f"\n{result.groups_kept_together} duplicate groups kept within one fold; {result.folds_json}")
+    result = split_dataset(ds, out_dir, val=0.1 if val is None else val, test=test or 0.0, seed=seed)
     data_out = {**result.to_dict(ds), "seed": seed}
     human = "; ".join(f"{name} {s['n']} -> {s['path']}" for name, s in data_out["splits"].items())
     return Result(data=data_out, human=human + f"\n{result.groups_kept_together} duplicate groups kept within one split")

@@ -12,7 +12,9 @@ from toolkit.train.config import CHOICES, TrainConfig
 
 
 @cbtool_command(main, "train")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.option("--fold", "fold_dir", type=click.Path(file_okay=False), help="A fold of `cbtool split --folds`: DIR/fold_i "
+              "stands for DATA=DIR/fold_i/train.npz --val DIR/fold_i/val.npz, and the run dir records the fold.")
 @click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML file of settings (flags override it).")
 @click.option("--model", type=click.Choice(variant_names()), help=f"Architecture variant (default {TrainConfig.model}).")
@@ -33,12 +35,17 @@ def train_command(out: Output, data, val_path, config_path, run_dir, resume, all
     from toolkit.train.config import resolve_config
     from toolkit.train.fit import load_training_data, train
 
+    data, val_path, fold = _fold_inputs(data, val_path, overrides.pop("fold_dir"))
     given = {k: v for k, v in overrides.items() if v is not None}
     if resume and (given or config_path):
         raise ConfigError(f"--resume continues with the saved {run_dir}/config.json; drop --config and the other settings")
     config = None if resume else resolve_config(config_path, given)
     train_set, val_set = load_training_data(data, val_path, allow_pickle)
     result = train(train_set, val_set, config, run_dir, resume=resume, verbose=out.show_progress, log=out.info)
+    if fold:
+        from toolkit.train.cv import record_fold
+
+        record_fold(run_dir, fold)
     summary = result.summary()
     m = result.metrics or {}
     human = (f"validation accuracy {m.get('accuracy', 0):.4f}, balanced accuracy {m.get('balanced_accuracy', 0):.4f}, "
@@ -46,3 +53,16 @@ def train_command(out: Output, data, val_path, config_path, run_dir, resume, all
              f"{result.seconds:.0f} s)\nrun dir: {run_dir}")
     return Result(data=summary, human=human)
 
+
+def _fold_inputs(data, val_path, fold_dir):
+    """DATA and --val, from --fold DIR/fold_i when given (then neither may be given as well)."""
+    if fold_dir is None:
+        if data is None:
+            raise click.UsageError("missing argument DATA (or --fold DIR/fold_i)")
+        return data, val_path, None
+    if data is not None or val_path is not None:
+        raise click.UsageError("--fold gives the training and validation files; drop DATA and --val")
+    from toolkit.train.cv import resolve_fold
+
+    fold = resolve_fold(fold_dir)
+    return str(fold.train), str(fold.val), fold

@@ -1,8 +1,8 @@
 """Writing and reading a training run dir, and the final evaluation that fills its metrics, plots and probe.
 
 The layout (the contract with export and simulate) is `toolkit.artifacts.RunDir`: the config, spec, classes and
-preprocessing files, the best weights, history, metrics, the two plots, the probe, and state/ (last weights,
-optimizer slots, training state) for --resume.
+preprocessing files, the best weights, history, metrics, the two plots, the probe, the out-of-fold predictions
+(oof.npz, the whole validation set) and state/ (last weights, optimizer slots, training state) for --resume.
 """
 
 from __future__ import annotations
@@ -118,8 +118,17 @@ def write_results(run_dir: Path, val, probs: np.ndarray, history: dict, probe_si
     with atomic_path(paths.probe, suffix=".npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, images=val.images[idx], labels=val.labels[idx].astype(np.int64), probs=probs[idx].astype(np.float32))
+    write_oof(paths.oof, val, probs)
     plot_confusion_matrix(np.array(metrics["confusion_matrix"]), val.class_names, paths.confusion_png,
                           title=f"validation, accuracy {metrics['accuracy']:.3f}")
     phase1 = sum(1 for p in history.get("phase", []) if p == 1)
     plot_learning_curves(history, paths.curves_png, phase_boundary=phase1 if 0 < phase1 < len(history["phase"]) else None)
     return metrics
+
+
+def write_oof(path: Path, val, probs: np.ndarray) -> None:
+    """Out-of-fold predictions: every validation row's original index, label and softmax (what `cv-report` pools)."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, original_indices=val.original_indices.astype(np.int64),
+                     labels=val.labels.astype(np.int64), probs=probs.astype(np.float32))
