@@ -1,4 +1,6 @@
-"""Augmentation presets: deterministic under a seed, values stay float32 0-255, each preset does what it says."""
+"""Augmentation stages and presets: deterministic under a seed, values stay float32 0-255, each does what it says;
+the corrupt stage is the shift suite's own code (parity through the real tf.data pipeline), held-out families never
+drawn."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from toolkit.errors import ConfigError
 
 tf = pytest.importorskip("tensorflow")
 
-from toolkit.train.augment import PRESETS, Augmenter  # noqa: E402
+from toolkit.runtime import shift  # noqa: E402
+from toolkit.train import pipeline  # noqa: E402
+from toolkit.train.augment import PRESETS, Augmenter, parse_augment  # noqa: E402
 
 
 def _batches(preset, seed, x, y, batch=8):
@@ -63,19 +67,60 @@ def test_geometric_only_part_of_basic_keeps_pixels():
     assert per_image_std.max() < 1.0
 
 
-def test_unknown_preset():
-    with pytest.raises(ConfigError, match="augment must be one of"):
+def test_unknown_preset_or_stage():
+    with pytest.raises(ConfigError, match="setting 'augment' must be a preset .* found 'extreme'"):
         Augmenter("extreme")
+    with pytest.raises(ConfigError, match="found 'blur'"):
+        parse_augment("geometric,blur")
+    with pytest.raises(ConfigError, match="setting 'invariance' must be one of none, hflip, flip, d4"):
+        Augmenter("basic", invariance="rot")
+
+
+def test_presets_are_aliases_of_stage_lists():
+    assert parse_augment("basic") == ("geometric", "color") == parse_augment("color, geometric")
+    assert parse_augment("robust") == ("corrupt", "geometric", "color") == parse_augment("basic,corrupt")
+    assert parse_augment("strong") == ("geometric", "color", "randaugment", "mix")
+    assert parse_augment("none") == () == parse_augment("")
+    assert Augmenter("robust").families == shift.FAMILIES and Augmenter("basic").families == ()
 
 
 def test_geometric_pass_draws_all_eight_exact_symmetries():
     from toolkit.train.augment import _geometric
 
     src = np.random.default_rng(1).integers(0, 256, (96, 16, 16, 3)).astype(np.float32)
-    out = _geometric(tf.constant(src), tf.constant([1, 2], tf.int64), shift=0.0, zoom=0.0).numpy()
+    out = _geometric(tf.constant(src), tf.constant([1, 2], tf.int64), "d4", rotation=0.0, shift=0.0, zoom=0.0).numpy()
 
     def symmetries(a):
         return [np.rot90(a, k) for k in range(4)] + [np.rot90(a.transpose(1, 0, 2), k) for k in range(4)]
 
     found = [next(i for i, c in enumerate(symmetries(s)) if np.allclose(c, o, atol=1e-3)) for s, o in zip(src, out)]
     assert sorted(set(found)) == list(range(8))  # each image is exactly one flip/rotation, and all 8 occur
+
+
+def test_corrupt_stage_is_the_shift_suites_code_through_the_real_pipeline():
+    """Parity: every image the training pipeline corrupts equals `simulate --shift`'s corruption of the same image at
+    the same family, severity and seed, byte for byte; the others pass untouched."""
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    aug = Augmenter("corrupt", seed=11)
+    # one class per image: a batch's one-hot labels say which image sits in which row
+    ds = pipeline.train_dataset(raw, np.arange(16), 16, input_size=32, resize="bilinear", batch_size=16, seed=2,
+                                start_epoch=0, end_epoch=4, augmenter=aug, class_weights=np.ones(16, np.float32))
+    drawn = set()
+    for step, (x, y, _) in enumerate(ds):
+        rows = raw[np.argmax(y.numpy(), axis=1)]
+        expected = rows.astype(np.float32)
+        for name, severity, idx, seed in aug.corruption_plan(16, step):
+            expected[idx] = shift.corrupt(rows[idx], name, severity, seed)
+            drawn.add(name)
+        np.testing.assert_array_equal(x.numpy(), expected)
+    assert len(drawn) >= 4  # the plan really corrupts, with several families
+
+
+def test_held_out_families_are_never_drawn():
+    held = ("bubbles", "haze", "jpeg")
+    aug = Augmenter("robust", seed=0, holdout=held)
+    drawn = {name for step in range(300) for name, _, _, _ in aug.corruption_plan(32, step)}
+    assert drawn == set(shift.FAMILIES) - set(held)
+    hit = np.mean([sum(len(idx) for _, _, idx, _ in aug.corruption_plan(32, k)) / 32 for k in range(300)])
+    assert hit == pytest.approx(0.5, abs=0.03)  # CORRUPT_P of the images

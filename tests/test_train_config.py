@@ -8,7 +8,8 @@ import pytest
 
 from toolkit.errors import ConfigError
 from toolkit.fsutil import write_json
-from toolkit.train.config import TrainConfig, load_saved_config, parse_epochs, resolve_config, split_epochs
+from toolkit.train.config import (TrainConfig, load_saved_config, parse_epochs, recorded_families, resolve_config,
+                                  run_training_record, split_epochs)
 
 
 def _toml(tmp_path, text, name="train.toml"):
@@ -26,6 +27,7 @@ def test_defaults():
     assert resolve_config(overrides={"model": "convnext_test", "weights": "w.weights.h5"}).weights == "w.weights.h5"
     assert (cfg.model, cfg.weights, cfg.augment, cfg.optimizer, cfg.class_weights) == (
         "convnext_tiny", "imagenet", "basic", "adamw", "balanced")
+    assert (cfg.invariance, cfg.holdout_families) == ("none", ())  # no flip or 90-degree turn unless declared
 
 
 def test_file_then_override_round_trip(tmp_path):
@@ -78,8 +80,11 @@ def test_bad_type_names_file_and_field(tmp_path):
 
 
 def test_bad_choice_and_range(tmp_path):
-    with pytest.raises(ConfigError, match="'augment' must be one of none, basic, strong, robust, found 'heavy'"):
+    with pytest.raises(ConfigError, match=r"train\.toml: setting 'augment' must be a preset \(none, basic, strong, robust\) "
+                                          r"or a comma list of stages \(corrupt, geometric, .*found 'heavy'"):
         resolve_config(_toml(tmp_path, 'augment = "heavy"\n'))
+    with pytest.raises(ConfigError, match="setting 'invariance' must be one of none, hflip, flip, d4, found 'rot90'"):
+        resolve_config(overrides={"invariance": "rot90"})
     with pytest.raises(ConfigError, match="'model' must be one of"):
         resolve_config(overrides={"model": "resnet50"})
     with pytest.raises(ConfigError, match="'batch_size' must be >= 1"):
@@ -107,3 +112,39 @@ def test_yaml_needs_pyyaml_or_works(tmp_path):
     else:
         cfg = resolve_config(path)
         assert cfg.model == "convnext_test" and cfg.batch_size == 4
+
+
+def test_augmentation_settings_round_trip_and_record(tmp_path):
+    path = _toml(tmp_path, 'augment = "color, corrupt,geometric"\ninvariance = "hflip"\nholdout_families = ["haze", "bubbles"]\n')
+    cfg = resolve_config(path)
+    assert (cfg.augment, cfg.invariance, cfg.holdout_families) == ("color, corrupt,geometric", "hflip", ("haze", "bubbles"))
+    record = cfg.training_record()
+    assert record["stages"] == ["corrupt", "geometric", "color"]  # the order stages run in, whatever the order written
+    assert record["invariance"] == "hflip" and record["holdout_families"] == ["bubbles", "haze"]
+    assert "haze" not in record["corruption_families"] and "jpeg" in record["corruption_families"]
+    saved = tmp_path / "run" / "config.json"
+    write_json(saved, cfg.to_dict())
+    assert json.loads(saved.read_text())["invariance"] == "hflip"  # config.json records the invariance
+    assert load_saved_config(saved.parent) == cfg and run_training_record(saved.parent) == record
+    assert resolve_config(overrides={"augment": "basic"}).training_record()["corruption_families"] == []
+
+
+def test_holdout_families_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="command line: setting 'holdout_families' has unknown 'fog'"):
+        resolve_config(overrides={"augment": "robust", "holdout_families": ("fog",)})
+    with pytest.raises(ConfigError, match="train.toml: setting 'holdout_families' must be a list of str"):
+        resolve_config(_toml(tmp_path, 'holdout_families = "haze"\n'))
+    from toolkit.corruptions import FAMILIES
+
+    with pytest.raises(ConfigError, match="holds out every corruption family"):
+        resolve_config(overrides={"augment": "robust", "holdout_families": FAMILIES})
+
+
+def test_a_config_saved_before_invariance_existed_reads_as_d4_with_unknown_families(tmp_path):
+    saved = tmp_path / "old" / "config.json"
+    old = resolve_config(overrides={"augment": "robust"}).to_dict()
+    del old["invariance"], old["holdout_families"]
+    write_json(saved, old)
+    assert load_saved_config(saved.parent).invariance == "d4"  # what every geometric preset drew then
+    assert run_training_record(saved.parent) is None and run_training_record(tmp_path / "missing") is None
+    assert recorded_families(None) is None and recorded_families({"corruption_families": ["jpeg"]}) == ["jpeg"]

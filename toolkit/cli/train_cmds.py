@@ -8,6 +8,7 @@ from toolkit.cli import main
 from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command
 from toolkit.errors import ConfigError
 from toolkit.families import pretrained_variants, variant_names
+from toolkit.train.augment import PRESETS, STAGES
 from toolkit.train.config import CHOICES, TrainConfig
 
 
@@ -23,7 +24,14 @@ from toolkit.train.config import CHOICES, TrainConfig
 @click.option("--epochs", help="Total epochs N, or N1,N2 for phase 1 (head only) and phase 2 (fine-tuning).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--input-size", type=int, help="Network input size; images are resized by the recorded preprocessing.")
-@click.option("--augment", type=click.Choice(CHOICES["augment"]), help="Augmentation preset (default basic).")
+@click.option("--augment", help=f"Augmentation: a preset ({', '.join(PRESETS)}) or a comma list of stages "
+                                f"({', '.join(STAGES)}); default {TrainConfig.augment} = {','.join(PRESETS[TrainConfig.augment])}.")
+@click.option("--invariance", type=click.Choice(CHOICES["invariance"]),
+              help="What the label does not depend on: flips and 90-degree rotations are drawn only where declared "
+                   f"(hflip: left-right; flip: both mirrors; d4: mirrors and rotations). Default {TrainConfig.invariance}.")
+@click.option("--holdout-families", callback=lambda _ctx, _param, value: _families(value),
+              help="Comma list of corruption families the corrupt stage never draws, so `simulate --shift` can score "
+                   "them as unseen.")
 @click.option("--class-weights", type=click.Choice(CHOICES["class_weights"]), help="Loss weights per class (default balanced).")
 @click.option("--optimizer", type=click.Choice(CHOICES["optimizer"]), help="Optimizer (default adamw).")
 @click.option("--seed", type=int, help="Seed for the split, initialisation, shuffling and augmentation (default 0).")
@@ -32,7 +40,8 @@ from toolkit.train.config import CHOICES, TrainConfig
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 def train_command(out: Output, data, val_path, config_path, run_dir, resume, allow_pickle, **overrides) -> Result:
     """Train a ConvNeXt (phase 1: head on a frozen backbone; phase 2: fine-tune) and write a run dir."""
-    from toolkit.train.config import resolve_config
+    from toolkit.train.augment import describe
+    from toolkit.train.config import load_saved_config, resolve_config
     from toolkit.train.fit import load_training_data, train
 
     data, val_path, fold = _fold_inputs(data, val_path, overrides.pop("fold_dir"))
@@ -46,12 +55,18 @@ def train_command(out: Output, data, val_path, config_path, run_dir, resume, all
         from toolkit.train.cv import record_fold
 
         record_fold(run_dir, fold)
-    summary = result.summary()
+    record = load_saved_config(run_dir).training_record()
+    summary = {**result.summary(), "augmentation": record}
     m = result.metrics or {}
     human = (f"validation accuracy {m.get('accuracy', 0):.4f}, balanced accuracy {m.get('balanced_accuracy', 0):.4f}, "
              f"macro F1 {m.get('macro_f1', 0):.4f} (best epoch {result.best_epoch} of {result.epochs_done}, "
-             f"{result.seconds:.0f} s)\nrun dir: {run_dir}")
+             f"{result.seconds:.0f} s)\naugmentation: {describe(record)}\nrun dir: {run_dir}")
     return Result(data=summary, human=human)
+
+
+def _families(value: str | None) -> tuple[str, ...] | None:
+    """`--holdout-families a,b` -> ("a", "b"); the config check names unknown families."""
+    return None if value is None else tuple(f.strip() for f in value.split(",") if f.strip())
 
 
 def _fold_inputs(data, val_path, fold_dir):

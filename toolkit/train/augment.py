@@ -1,61 +1,138 @@
-"""Augmentation presets for the `tf.data` training pipeline, from core Keras layers and TensorFlow ops only.
+"""Augmentation for the `tf.data` training pipeline: named stages, a declared invariance, and the one corruption
+definition (toolkit/corruptions.py).
 
 Augmentation never enters the model that is exported: it runs on batches of float32 0-255 images (what
 `toolkit.preprocessing.preprocess` produced) with one-hot labels, and returns the same value range.
 
-- none:   identity.
-- basic:  flips, 90-degree rotations, small translation and zoom (all in one `keras.ops.image.affine_transform`
-          pass), then Keras RandomBrightness and RandomContrast.
-- strong: basic + keras RandAugment + CutMix or MixUp (which turn labels into soft labels).
-- robust: basic + corruption-style transforms modelled on the blood-cell corruptions `simulate --shift` uses
-          (DESIGN.md section 5): blur, JPEG degradation, brightness/contrast/saturation shifts, pixelation, noise.
+Stages (`--augment`, a comma list, applied in this order whatever the order written):
+- corrupt:     with probability CORRUPT_P an image gets one corruption family (drawn from the families not held out)
+               at a severity 1-5, by calling `toolkit.corruptions.corrupt`, the function `simulate --shift` scores with.
+- geometric:   one affine pass: a small rotation (+-ROTATION_DEG), shift and zoom always; flips and 90-degree
+               rotations only where the declared invariance allows them.
+- color:       Keras RandomBrightness and RandomContrast (+-10%).
+- randaugment: Keras RandAugment (2 ops, factor 0.3) without its rotation op: the geometric stage owns orientation.
+- mix:         MixUp or CutMix on half the batches (labels become soft).
+Presets are aliases: none = (), basic = geometric,color; strong = basic + randaugment,mix; robust = basic + corrupt.
 
-Determinism: the TensorFlow ops draw from stateless generators keyed by (seed, global step) (`Augmenter.stateless`,
-run in a parallel map); every Keras layer gets its own seed derived from the run seed and its state advances once
-per batch (`Augmenter.stateful`, run in a sequential map). So a given seed reproduces the same batches.
+Invariance (`--invariance`, what the label does not depend on): none (the default: no flip, no 90-degree rotation),
+hflip (left-right mirror), flip (both mirrors), d4 (the 8 symmetries of the square: blood cells, leaves).
+
+Determinism: the corrupt stage and the geometric pass are pure functions of (seed, global step) (`stateless`, run in
+a parallel map); every Keras layer gets its own seed derived from the run seed and its state advances once per batch
+(`stateful`, run in a sequential map). So a given seed reproduces the same batches.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
-PRESETS = ("none", "basic", "strong", "robust")
+import numpy as np
 
-# Per-image probability of each corruption family in the robust preset.
-CORRUPTION_P = 0.2
+from toolkit import corruptions
+from toolkit.errors import ConfigError
+
+STAGES = ("corrupt", "geometric", "color", "randaugment", "mix")
+PRESETS = {
+    "none": (),
+    "basic": ("geometric", "color"),
+    "strong": ("geometric", "color", "randaugment", "mix"),
+    "robust": ("corrupt", "geometric", "color"),
+}
+# Invariance -> the symmetries the geometric stage may draw, as (transpose, mirror left-right, mirror up-down).
+INVARIANCES = {"none": (0, 0, 0), "hflip": (0, 1, 0), "flip": (0, 1, 1), "d4": (1, 1, 1)}
+INVARIANCE_TEXT = {
+    "none": "no flips or 90-degree rotations (small rotations, shifts and zoom only)",
+    "hflip": "left-right flips",
+    "flip": "left-right and up-down flips",
+    "d4": "flips and 90-degree rotations",
+}
+CORRUPT_P = 0.5  # per image: the probability of one corruption (family and severity drawn uniformly)
+ROTATION_DEG, SHIFT, ZOOM = 10.0, 0.1, 0.1
+_CORRUPT_SALT = 0xC0
+_RANDAUGMENT_ROTATIONS = ("RandomRotation", "RandomFlip")
+
+
+def parse_augment(text: str | Iterable[str], source: str = "augmentation") -> tuple[str, ...]:
+    """A preset name or comma list of stages and presets -> the stages, in application order."""
+    tokens = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    wanted: set[str] = set()
+    for token in tokens or ["none"]:
+        if token in PRESETS:
+            wanted.update(PRESETS[token])
+        elif token in STAGES:
+            wanted.add(token)
+        else:
+            raise ConfigError(f"{source}: setting 'augment' must be a preset ({', '.join(PRESETS)}) or a comma list of stages "
+                              f"({', '.join(STAGES)}), found {token!r}")
+    return tuple(s for s in STAGES if s in wanted)
+
+
+def trained_families(stages: Iterable[str], holdout: Iterable[str] = (), source: str = "augmentation") -> tuple[str, ...]:
+    """The corruption families the corrupt stage draws from: all but `holdout`, none without that stage."""
+    holdout = tuple(holdout)
+    unknown = corruptions.unknown_families(holdout)
+    if unknown:
+        raise ConfigError(f"{source}: setting 'holdout_families' has unknown {', '.join(map(repr, unknown))}; expected names from "
+                          f"{', '.join(corruptions.FAMILIES)}")
+    if "corrupt" not in stages:
+        return ()
+    families = tuple(f for f in corruptions.FAMILIES if f not in holdout)
+    if not families:
+        raise ConfigError(f"{source}: setting 'holdout_families' holds out every corruption family: the corrupt stage has none")
+    return families
+
+
+def training_record(augment: str, invariance: str, holdout: Iterable[str] = ()) -> dict:
+    """What a run's augmentation was, as recorded for export and the submission manifest (read by simulate)."""
+    stages = parse_augment(augment)
+    return {"invariance": invariance, "stages": list(stages), "corruption_families": list(trained_families(stages, holdout)),
+            "holdout_families": sorted(holdout)}
+
+
+def describe(record: dict) -> str:
+    """One line for people: the stages, the invariance and what it allows, the corruption families drawn/held out."""
+    text = f"{', '.join(record['stages']) or 'none'}; invariance {record['invariance']} ({INVARIANCE_TEXT[record['invariance']]})"
+    if record["corruption_families"]:
+        text += f"; corruption families {', '.join(record['corruption_families'])}"
+    if record["holdout_families"]:
+        text += f"; held out {', '.join(record['holdout_families'])}"
+    return text
 
 
 class Augmenter:
     """`augmenter(images, labels, step) -> (images, labels)` on batches; images float32 (B,S,S,3) in 0-255."""
 
-    def __init__(self, preset: str, seed: int = 0):
-        if preset not in PRESETS:
-            from toolkit.errors import ConfigError
-
-            raise ConfigError(f"augment must be one of {', '.join(PRESETS)}, found {preset!r}")
-        self.preset = preset
+    def __init__(self, augment: str | Iterable[str] = "basic", seed: int = 0, invariance: str = "none",
+                 holdout: Iterable[str] = ()):
+        if invariance not in INVARIANCES:
+            raise ConfigError(f"augmentation: setting 'invariance' must be one of {', '.join(INVARIANCES)}, found {invariance!r}")
+        self.stages = parse_augment(augment)
+        self.invariance = invariance
+        self.families = trained_families(self.stages, holdout)
         self.seed = int(seed)
         self._layers: dict[str, Any] = {}
-        if preset != "none":
+        if set(self.stages) & {"color", "randaugment", "mix"}:
             self._build_layers()
+
+    @property
+    def symmetries(self) -> tuple[str, ...]:
+        """The symmetries of the square the geometric stage may apply, by name (empty: orientation is kept)."""
+        if "geometric" not in self.stages:
+            return ()
+        return tuple(n for n, on in zip(("transpose", "hflip", "vflip"), INVARIANCES[self.invariance]) if on)
 
     def _build_layers(self) -> None:
         from keras import layers
 
         s = self.seed * 1000
-        # Flips, rotations, translation and zoom are one affine pass (`_geometric`): Keras' RandomFlip,
-        # RandomTranslation and RandomZoom plus a rot90 cost several resampling passes per batch, and with a small
-        # network that starved training (0.51x of a plain fit for convnext_test on 2 cores).
-        self._layers["brightness"] = layers.RandomBrightness(0.1, value_range=(0, 255), seed=s + 4)
-        self._layers["contrast"] = layers.RandomContrast(0.1, value_range=(0, 255), seed=s + 5)
-        if self.preset == "strong":
-            self._layers["randaugment"] = layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=s + 6)
+        if "color" in self.stages:
+            self._layers["brightness"] = layers.RandomBrightness(0.1, value_range=(0, 255), seed=s + 4)
+            self._layers["contrast"] = layers.RandomContrast(0.1, value_range=(0, 255), seed=s + 5)
+        if "randaugment" in self.stages:
+            self._layers["randaugment"] = _randaugment(s + 6)
+        if "mix" in self.stages:
             self._layers["mixup"] = layers.MixUp(alpha=0.2, seed=s + 7)
             self._layers["cutmix"] = layers.CutMix(factor=1.0, seed=s + 8)
-        if self.preset == "robust":
-            self._layers["blur"] = layers.RandomGaussianBlur(
-                factor=(CORRUPTION_P, CORRUPTION_P), kernel_size=5, sigma=(0.5, 2.0), value_range=(0, 255), seed=s + 9
-            )
 
     def __call__(self, images, labels, step):
         """Both parts in order: what `train_dataset` does in its two maps."""
@@ -63,32 +140,54 @@ class Augmenter:
         return self.stateful(images, labels, step)
 
     def stateless(self, images, labels, step):
-        """The part keyed only by (seed, step): the geometric pass and the robust corruptions. Safe in a parallel map."""
+        """The parts keyed only by (seed, step): corrupt, then the geometric pass. Safe in a parallel map."""
         import tensorflow as tf
 
         images = tf.cast(images, tf.float32)
-        if self.preset == "none":
-            return images, labels
-        seeds = self._seeds(step)
-        images = _geometric(images, seeds[0], shift=0.1, zoom=0.1)
-        if self.preset == "robust":
-            images = _corrupt(images, seeds[2:])
+        if "corrupt" in self.stages:
+            images = self._corrupt(images, step)
+        if "geometric" in self.stages:
+            images = _geometric(images, self._seeds(step)[0], self.invariance)
         return tf.clip_by_value(images, 0.0, 255.0), labels
 
     def stateful(self, images, labels, step):
         """The Keras layers, whose seeded state advances once per batch: run these in a sequential map."""
         import tensorflow as tf
 
-        if self.preset == "none":
-            return images, labels
-        images = self._layers["brightness"](images, training=True)
-        images = self._layers["contrast"](images, training=True)
-        if self.preset == "robust":
-            images = tf.cast(self._layers["blur"](tf.clip_by_value(images, 0.0, 255.0), training=True), tf.float32)
-        if self.preset == "strong":
+        if "color" in self.stages:
+            images = self._layers["brightness"](images, training=True)
+            images = self._layers["contrast"](images, training=True)
+        if "randaugment" in self.stages:
             images = self._layers["randaugment"](tf.clip_by_value(images, 0.0, 255.0), training=True)
-            images, labels = self._mix(tf.clip_by_value(images, 0.0, 255.0), labels, self._seeds(step)[1])
+        if "mix" in self.stages:
+            images, labels = self._mix(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0), labels, self._seeds(step)[1])
         return tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0), labels
+
+    def corruption_plan(self, n: int, step: int) -> list[tuple[str, int, np.ndarray, int]]:
+        """(family, severity, image indices, seed) per corrupted group of a batch of `n`: a function of (seed, step)."""
+        if not self.families:
+            return []
+        rng = np.random.default_rng([self.seed, int(step), _CORRUPT_SALT])
+        hit = rng.random(n) < CORRUPT_P
+        family, severity = rng.integers(len(self.families), size=n), rng.integers(1, 6, size=n)
+        seed = int(rng.integers(2**31))
+        groups = sorted({(int(f), int(s)) for f, s in zip(family[hit], severity[hit])})
+        return [(self.families[f], s, np.flatnonzero(hit & (family == f) & (severity == s)), seed) for f, s in groups]
+
+    def corrupt_batch(self, images: np.ndarray, step: int) -> np.ndarray:
+        """The corrupt stage in numpy: float32 0-255 in and out; the chosen rows through `corruptions.corrupt`."""
+        out = np.array(images, dtype=np.float32, copy=True)
+        for name, severity, idx, seed in self.corruption_plan(len(out), step):
+            raw = np.clip(np.rint(out[idx]), 0, 255).astype(np.uint8)
+            out[idx] = corruptions.corrupt(raw, name, severity, seed)
+        return out
+
+    def _corrupt(self, images, step):
+        import tensorflow as tf
+
+        out = tf.numpy_function(lambda x, s: self.corrupt_batch(x, int(s)), [images, step], tf.float32, stateful=False)
+        out.set_shape(images.shape)
+        return out
 
     def _seeds(self, step):
         import tensorflow as tf
@@ -112,97 +211,46 @@ class Augmenter:
         return tf.case([(u < 0.25, apply("mixup")), (u < 0.5, apply("cutmix"))], default=lambda: (images, labels))
 
 
-def make_augmenter(preset: str, seed: int = 0) -> Augmenter:
-    """The augmenter for a preset name (`none`, `basic`, `strong`, `robust`)."""
-    return Augmenter(preset, seed)
+def make_augmenter(augment: str = "basic", seed: int = 0, invariance: str = "none", holdout: Iterable[str] = ()) -> Augmenter:
+    """The augmenter for an `--augment` value (preset or stage list), an invariance and held-out families."""
+    return Augmenter(augment, seed, invariance, holdout)
 
 
-def _corrupt(images, seeds):
-    """Each corruption family hits each image with probability CORRUPTION_P, at a random severity."""
-    import tensorflow as tf
+def _randaugment(seed: int):
+    """Keras RandAugment without its rotation: a +-108 degree turn (factor 0.3 of a full turn) would break any label
+    that depends on orientation; the geometric stage applies only the symmetries the invariance declares."""
+    from keras import layers
 
-    for fn, seed in zip((_jpeg, _brightness, _contrast, _saturation, _pixelate, _noise), tf.unstack(seeds)):
-        picked_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        mask = tf.random.stateless_uniform(tf.shape(images)[:1], seed=picked_seed) < CORRUPTION_P
-        images = tf.clip_by_value(tf.where(mask[:, None, None, None], fn(images, param_seed), images), 0.0, 255.0)
-    return images
-
-
-def _per_image(images, seed, low, high):
-    import tensorflow as tf
-
-    return tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=low, maxval=high)[:, None, None, None]
+    layer = layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=seed)
+    kept = [n for n in layer._AUGMENT_LAYERS if type(getattr(layer, n)).__name__ not in _RANDAUGMENT_ROTATIONS]
+    layer._AUGMENT_LAYERS = kept  # an instance attribute: the class list (what other RandAugments use) is untouched
+    return layer
 
 
-def _geometric(images, seed, shift: float, zoom: float):
-    """Per image, in one bilinear, reflect-padded `keras.ops.image.affine_transform` pass: a uniformly drawn flip or
-    90-degree rotation (the 8 symmetries of the square), a zoom by 1 +- `zoom` about the centre and a shift by
-    +- `shift` of the image size."""
+def _geometric(images, seed, invariance: str, rotation: float = ROTATION_DEG, shift: float = SHIFT, zoom: float = ZOOM):
+    """Per image, in one bilinear, reflect-padded `keras.ops.image.affine_transform` pass: a symmetry of the square
+    drawn from those `invariance` allows, a rotation by +-`rotation` degrees and a zoom by 1 +- `zoom` about the
+    centre, and a shift by +- `shift` of the image size."""
     import keras
     import tensorflow as tf
 
     n = tf.shape(images)[0]
     size = tf.cast(tf.shape(images)[1:3], tf.float32)
     sym_seed, draw_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    bits = tf.random.stateless_uniform([n, 3], seed=sym_seed, minval=0, maxval=2, dtype=tf.int32)
+    allowed = tf.constant(INVARIANCES[invariance], tf.int32)
+    bits = tf.random.stateless_uniform([n, 3], seed=sym_seed, minval=0, maxval=2, dtype=tf.int32) * allowed
     transpose = tf.cast(bits[:, 0], tf.float32)
     sx, sy = (1.0 - 2.0 * tf.cast(bits[:, i], tf.float32) for i in (1, 2))
-    draws = tf.random.stateless_uniform([n, 3], seed=draw_seed, minval=-1.0, maxval=1.0)
+    draws = tf.random.stateless_uniform([n, 4], seed=draw_seed, minval=-1.0, maxval=1.0)
     z = 1.0 + zoom * draws[:, 0]
     dy, dx = shift * size[0] * draws[:, 1], shift * size[1] * draws[:, 2]
+    theta = draws[:, 3] * (rotation * np.pi / 180.0)
+    cos, sin = tf.cos(theta), tf.sin(theta)
     cy, cx = (size[0] - 1) / 2, (size[1] - 1) / 2
-    # input offset from the centre = z * diag(sx, sy) @ (swap if transpose) @ output offset from the centre
+    # input offset from the centre = z * diag(sx, sy) @ (swap if transpose) @ rotation @ output offset from the centre
     a0, a1 = z * sx * (1 - transpose), z * sx * transpose
     b0, b1 = z * sy * transpose, z * sy * (1 - transpose)
+    m00, m01, m10, m11 = a0 * cos + a1 * sin, a1 * cos - a0 * sin, b0 * cos + b1 * sin, b1 * cos - b0 * sin
     zeros = tf.zeros_like(z)
-    matrix = tf.stack([a0, a1, cx + dx - a0 * cx - a1 * cy, b0, b1, cy + dy - b0 * cx - b1 * cy, zeros, zeros], axis=1)
+    matrix = tf.stack([m00, m01, cx + dx - m00 * cx - m01 * cy, m10, m11, cy + dy - m10 * cx - m11 * cy, zeros, zeros], axis=1)
     return keras.ops.image.affine_transform(images, matrix, interpolation="bilinear", fill_mode="reflect")
-
-
-def _jpeg(images, seed):
-    """JPEG re-encoding at a quality drawn per image between 7 and 50 (MedMNIST-C's severity range)."""
-    import tensorflow as tf
-
-    quality = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed, minval=7, maxval=51, dtype=tf.int32)
-
-    def one(args):
-        image, q = args
-        return tf.image.adjust_jpeg_quality(image / 255.0, q) * 255.0
-
-    return tf.map_fn(one, (images, quality), fn_output_signature=tf.float32)
-
-
-def _brightness(images, seed):
-    return images * _per_image(images, seed, 0.5, 1.4)
-
-
-def _contrast(images, seed):
-    import tensorflow as tf
-
-    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    return (images - mean) * _per_image(images, seed, 0.5, 1.3) + mean
-
-
-def _saturation(images, seed):
-    import tensorflow as tf
-
-    gray = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-    return gray + (images - gray) * _per_image(images, seed, 0.3, 1.7)
-
-
-def _pixelate(images, seed):
-    """Downsample by a factor of 2-4 (one per batch) and upsample back with nearest neighbour."""
-    import tensorflow as tf
-
-    size = tf.shape(images)[1:3]
-    factor = tf.random.stateless_uniform([], seed=seed, minval=2, maxval=5, dtype=tf.int32)
-    small = tf.image.resize(images, tf.maximum(size // factor, 1), method="area")
-    return tf.image.resize(small, size, method="nearest")
-
-
-def _noise(images, seed):
-    import tensorflow as tf
-
-    sigma_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    sigma = _per_image(images, sigma_seed, 2.0, 12.0)
-    return images + sigma * tf.random.stateless_normal(tf.shape(images), seed=noise_seed)

@@ -15,15 +15,17 @@ from toolkit.artifacts import RunDir
 from toolkit.errors import ConfigError
 from toolkit.families import pretrained_variants, variant_names
 from toolkit.settings import check_settings
+from toolkit.train import augment as augmentation
 
 # Training from scratch wants a much higher rate than fine-tuning: on the demo data convnext_test reached 95.2% in
 # 10 epochs at lr2=1e-4 and 99.7% in 4 at 2e-3.
 SCRATCH_LR = 2e-3
+LEGACY_INVARIANCE = "d4"  # what a saved config without 'invariance' trained with
 CHOICES = {
     "model": variant_names(),
     "resize": ("bilinear", "nearest"),
     "class_weights": ("balanced", "none"),
-    "augment": ("none", "basic", "strong", "robust"),
+    "invariance": tuple(augmentation.INVARIANCES),
     "optimizer": ("adamw", "lion"),
     "mixed_precision": ("auto", "on", "off"),
     "xla": ("auto", "on", "off"),
@@ -50,7 +52,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # cosine decay ends at lr * min_lr_ratio
     label_smoothing: float = 0.1
     class_weights: str = "balanced"
-    augment: str = "basic"
+    augment: str = "basic"  # a preset or a comma list of stages (toolkit/train/augment.py)
+    invariance: str = "none"  # what the label does not depend on: none, hflip, flip, d4
+    holdout_families: tuple[str, ...] = ()  # corruption families the corrupt stage never draws
     patience: int = 5  # early stopping on validation accuracy, per phase (0 disables)
     seed: int = 0
     optimizer: str = "adamw"
@@ -61,6 +65,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def training_record(self) -> dict:
+        """The augmentation this config trains with: invariance, stages, corruption families drawn and held out."""
+        return augmentation.training_record(self.augment, self.invariance, self.holdout_families)
 
     @property
     def total_epochs(self) -> int:
@@ -153,9 +161,30 @@ def load_saved_config(run_dir: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no saved config; is {run_dir} a cbtool run dir?")
     data = read_config_file(path)
+    # Before the setting existed, every geometric preset drew all 8 flips/rotations.
+    data.setdefault("invariance", LEGACY_INVARIANCE)
     config = TrainConfig(**_check(data, str(path)))
     _validate(config, str(path))
     return config
+
+
+def run_training_record(run_dir: str | Path | None) -> dict | None:
+    """The training record of the run in `run_dir`; None (unknown) when the run dir or its config is gone, or the run
+    predates the record (its config has no 'invariance': the old robust preset had corruptions of its own)."""
+    if not run_dir or not RunDir(run_dir).config.is_file():
+        return None
+    try:
+        if "invariance" not in read_config_file(RunDir(run_dir).config):
+            return None
+        return load_saved_config(run_dir).training_record()
+    except ConfigError:
+        return None
+
+
+def recorded_families(record: dict | None) -> list[str] | None:
+    """The corruption families a training record (a manifest's `training`) says were drawn; None when unknown."""
+    families = record.get("corruption_families") if isinstance(record, dict) else None
+    return [str(f) for f in families] if isinstance(families, list) else None
 
 
 def _read_yaml(path: Path, text: str):
@@ -207,3 +236,4 @@ def _validate(config: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: setting 'unfreeze' must be 'all' or a number of stages >= 1, found {config.unfreeze!r}")
     if config.weights in ("", None):
         raise ConfigError(f"{source}: setting 'weights' must be 'imagenet', 'none' or a file path")
+    augmentation.trained_families(augmentation.parse_augment(config.augment, source), config.holdout_families, source)

@@ -108,6 +108,7 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     keras.utils.set_random_seed(config.seed)
     devices = _devices(config)
     log(f"training {config.model} on {len(train_set)} images, validating on {len(val_set)} ({devices['summary']})")
+    log(f"augmentation: {_describe_augmentation(config)}")
     spec = _model_spec(config, train_set.class_names)
     # Build first: a failure to get the weights (offline imagenet, a bad path) leaves no run dir behind that would
     # make the corrected command ask for --resume.
@@ -227,7 +228,13 @@ def _twin(spec: dict):
 def _augmenter(config: TrainConfig):
     from toolkit.train.augment import make_augmenter
 
-    return make_augmenter(config.augment, config.seed)
+    return make_augmenter(config.augment, config.seed, config.invariance, config.holdout_families)
+
+
+def _describe_augmentation(config: TrainConfig) -> str:
+    from toolkit.train.augment import describe
+
+    return describe(config.training_record())
 
 
 def _devices(config: TrainConfig) -> dict:
