@@ -14,9 +14,11 @@ from toolkit.tta import TTA_VIEWS
 
 @cbtool_command(main, "build-submission", help=(
     "Render a self-contained model.py from SOURCE (an export dir, or a run dir that is exported first) and zip it "
-    "with the weights: entries at the root, deterministic bytes, manifest.json. Ends with `cbtool check`."
+    "with the weights: entries at the root, deterministic bytes, manifest.json. Or, with --from-keras MODEL and "
+    "--preprocess SPEC, from a model trained in a notebook (.keras from Keras 3, .h5 from Keras 2): re-expressed for "
+    "the profile's Keras inside its runtime and proved to match the original within 1e-5. Ends with `cbtool check`."
 ))  # fmt: skip
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The zip to write.")
 @profile_option("an2dl-2024")
 @profiles_file_option
@@ -26,20 +28,37 @@ from toolkit.tta import TTA_VIEWS
               help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged.")
 @click.option("--fp16", is_flag=True, help="Store portable weights as float16 (about half the size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass in predict (bounds memory).")
-def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, fp16, batch_size) -> Result:
+@click.option("--from-keras", "from_keras", type=click.Path(exists=True, path_type=Path), default=None,
+              help="A notebook's whole model (.keras or .h5) instead of SOURCE.")
+@click.option("--preprocess", default=None, help="With --from-keras: the preprocessing it was trained with (raw, "
+              "scale:1/255, scale:1/127.5,offset:-1, resize:224:bilinear, bgr, joined by +; or a numpy-only .py file).")
+@click.option("--strip-augmentation", is_flag=True, help="With --from-keras: remove Random*/augmentation layers (proved pass-through).")
+@click.option("--data", "probe_data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --from-keras: an npz whose first images are the parity probes (default: seeded random images).")
+def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, fp16, batch_size, from_keras,
+                  preprocess, strip_augmentation, probe_data) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.runtime.profiles import get_profile
     from toolkit.submission.build import BuildOptions, build_submission
     from toolkit.submission.check import render
+    from toolkit.submission.from_keras import FromKerasOptions, build_from_keras
+    from toolkit.submission.keras_target import describe_conversion
 
+    if (source is None) == (from_keras is None) or (from_keras is not None) != (preprocess is not None):
+        raise click.UsageError("pass SOURCE (an export or run dir), or --from-keras MODEL with --preprocess SPEC")
     profile = get_profile(profile_name, profiles_file)
-    result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size), log=out.info)
+    if from_keras is not None:
+        options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size)
+        result = build_from_keras(from_keras, output, profile, options, log=out.info)
+    else:
+        result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size), log=out.info)
     files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
-    human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n{render(result.check)}"
+    human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n"
+    human += (describe_conversion(result.conversion) + "\n" if result.conversion else "") + render(result.check)
     return Result(data=result.to_dict(), human=human, exit_code=EXIT_OK if result.check.ok else EXIT_ERROR)
 
 
-@cbtool_command(main, "check", help="Static contract checks of a submission zip (layout, class/method signatures, imports, .keras version, size); no TensorFlow. Exit 1 on any problem.")
+@cbtool_command(main, "check", help="Static contract checks of a submission zip: layout, the contract's class and method signatures, undefined names (pyflakes), imports the runtime lacks, saved Keras models against what the runtime's Keras accepts, files opened by relative paths, size and unpacked size; no TensorFlow in this process. Exit 1 on an error; warnings alone exit 0.")
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @profile_option(None)
 @profiles_file_option

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit.artifacts import FORMATS, SUBMISSION_FILES, ExportDir, RunDir
-from toolkit.errors import SubmissionError
+from toolkit.errors import RuntimeProfileError, SubmissionError
 from toolkit.fsutil import atomic_path, sha256_bytes, sha256_file
 from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
@@ -35,6 +35,7 @@ class BuildResult(Result):
     bytes: int
     manifest: dict
     check: CheckReport
+    conversion: dict | None = None  # `--from-keras`: config changes, stripped layers, parity in the target runtime
 
 
 @dataclass
@@ -48,8 +49,6 @@ class BuildOptions:
 def build_submission(source: str | os.PathLike, output: str | os.PathLike, profile: Profile,
                      options: BuildOptions | None = None, log: Callable[[str], None] | None = None) -> BuildResult:
     """Build the zip at `output` from an export dir or a run dir; return its manifest plus the check report."""
-    from toolkit.submission.check import check_submission
-
     options, log = options or BuildOptions(), log or (lambda _msg: None)
     _validate_options(options)
     source = Path(source)
@@ -58,12 +57,20 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
         exported = _read_export(export_dir, options.fmt)
         files = _payload(export_dir, exported, profile, options)
         manifest = _manifest(source, exported, profile, options, files)
-        files[SUBMISSION_FILES.MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        _write_zip(Path(output), files)
+    return finish_zip(output, files, manifest, profile, log)
+
+
+def finish_zip(output: str | os.PathLike, files: dict[str, bytes], manifest: dict, profile: Profile,
+               log: Callable[[str], None], conversion: dict | None = None) -> BuildResult:
+    """Add manifest.json to `files`, write the deterministic zip, and `check` it against the profile."""
+    from toolkit.submission.check import check_submission
+
+    files[SUBMISSION_FILES.MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    _write_zip(Path(output), files)
     log(f"wrote {output} ({Path(output).stat().st_size / 2**20:.2f} MiB); checking it against {profile.name}")
     report = check_submission(output, profile)
     return BuildResult(zip=str(output), sha256=sha256_file(output), bytes=Path(output).stat().st_size, manifest=manifest,
-                       check=report)
+                       check=report, conversion=conversion)
 
 
 def _validate_options(options: BuildOptions) -> None:
@@ -148,15 +155,12 @@ def _deterministic_npz(path: Path, dtype: str | None) -> bytes:
 
 
 def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOptions, files: dict[str, bytes]) -> dict:
-    from toolkit.provenance import preprocessing_sha256, versions
-    from toolkit.submission.render import extract_blocks
+    from toolkit.provenance import preprocessing_sha256
 
-    blocks = extract_blocks(files[SUBMISSION_FILES.MODEL_PY].decode("utf-8"))
     export_versions = exported["export_manifest"].get("versions", {})
     return {
         "cbtool_submission": 1,
-        "profile": {"name": profile.name, "contract": profile.contract.key, "packages": list(profile.packages),
-                    "contract_spec": profile.contract.to_dict()},
+        "profile": profile_entry(profile),
         "format": options.fmt, "tta": options.tta, "tta_views": TTA_VIEWS[options.tta],
         "fp16": bool(options.fp16 or exported["export_manifest"].get("fp16")),
         "batch_size": int(options.batch_size),
@@ -165,12 +169,33 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "preprocessing": {"sha256": preprocessing_sha256(), "run_sha256": exported["preprocessing"].get("source_sha256"),
                           "input_size": exported["preprocessing"].get("input_size"),
                           "resize": exported["preprocessing"].get("resize", "bilinear")},
-        "embedded": {name: info["sha256_body"] for name, info in blocks.items()},
-        "versions": {"build": {k: v for k, v in versions().items() if k != "platform"},
+        "versions": {"build": build_versions(),
                      "export": {k: v for k, v in export_versions.items() if k in ("tensorflow", "keras", "numpy", "cbtool")}},
-        "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()},
-        "size_bytes": sum(len(d) for d in files.values()),
+        **contents_entry(files),
     }
+
+
+def profile_entry(profile: Profile) -> dict:
+    """The manifest's `profile` block."""
+    return {"name": profile.name, "contract": profile.contract.key, "packages": list(profile.packages),
+            "contract_spec": profile.contract.to_dict()}
+
+
+def build_versions() -> dict:
+    """What built the zip (the manifest's versions.build)."""
+    from toolkit.provenance import versions
+
+    return {k: v for k, v in versions().items() if k != "platform"}
+
+
+def contents_entry(files: dict[str, bytes]) -> dict:
+    """The manifest's `embedded` (model.py's blocks by body sha256), `files` and `size_bytes`."""
+    from toolkit.submission.render import extract_blocks
+
+    blocks = extract_blocks(files[SUBMISSION_FILES.MODEL_PY].decode("utf-8"))
+    return {"embedded": {name: info["sha256_body"] for name, info in blocks.items()},
+            "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()},
+            "size_bytes": sum(len(d) for d in files.values())}
 
 
 def _model_entry(spec: dict) -> dict:
@@ -205,10 +230,15 @@ def submission_profile(zip_path: str | os.PathLike, name: str | None, profiles_f
     from toolkit.runtime.profiles import get_profile
     from toolkit.submission_zip import SubmissionZip
 
-    if name is None:
-        try:
-            with SubmissionZip(zip_path) as sub:
-                name = (sub.manifest.get("profile") or {}).get("name")
-        except SubmissionError:  # an unreadable zip is reported by the command itself
-            name = None
-    return get_profile(name or "an2dl-2024", profiles_file)
+    if name is not None:
+        return get_profile(name, profiles_file)
+    try:
+        with SubmissionZip(zip_path) as sub:
+            name = (sub.manifest.get("profile") or {}).get("name")
+    except SubmissionError:  # an unreadable zip is reported by the command itself
+        name = None
+    try:
+        return get_profile(name or "an2dl-2024", profiles_file)
+    except RuntimeProfileError as exc:
+        raise RuntimeProfileError(f"{zip_path}: its manifest.json says it was built for profile {name!r}, which is not "
+                                  f"built in: pass --profiles-file FILE that defines it, or --profile NAME ({exc})") from None

@@ -19,22 +19,33 @@ END = "# ---- END toolkit/{name} ----"
 _BLOCK = re.compile(r"^# ---- BEGIN toolkit/(?P<name>\S+) sha256=(?P<sha>[0-9a-f]{64}) ----\n(?P<body>.*?)^# ---- END toolkit/(?P=name) ----$",
                     re.S | re.M)
 TTA_CHOICES = tuple(TTA_VIEWS)
+_FRAMEWORKS = {**FRAMEWORKS, "foreign": "tensorflow"}
 
+_KERAS_LOAD = "        self.net = keras.models.load_model(os.path.join(base, WEIGHTS_FILE), compile=False)"
+_KERAS_FORWARD = ("        y = self.net(x, training=False)\n"
+                  "        return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)")
+_KERAS_IMPORTS = "import tensorflow as tf\nfrom tensorflow import keras\n"
+# "foreign" (`--from-keras`): the notebook's model, saved by the runtime's own Keras in its native format
 _LOAD = {
     "portable": ("        self.net = build_model(MODEL_SPEC)\n"
                  "        load_weights_npz(self.net, os.path.join(base, WEIGHTS_FILE))"),
-    "keras": "        self.net = keras.models.load_model(os.path.join(base, WEIGHTS_FILE), compile=False)",
+    "keras": _KERAS_LOAD,
     "onnx": ("        self.session = ort.InferenceSession(os.path.join(base, WEIGHTS_FILE), providers=[\"CPUExecutionProvider\"])\n"
              "        self.input_name = self.session.get_inputs()[0].name"),
+    "foreign": _KERAS_LOAD,
 }
 _FORWARD = {
-    "portable": ("        y = self.net(x, training=False)\n"
-                 "        return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)"),
-    "keras": ("        y = self.net(x, training=False)\n"
-              "        return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)"),
+    "portable": _KERAS_FORWARD, "keras": _KERAS_FORWARD, "foreign": _KERAS_FORWARD,
     "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
 }
-_IMPORTS = {"portable": "", "keras": "import tensorflow as tf\nfrom tensorflow import keras\n", "onnx": "import onnxruntime as ort\n"}
+_IMPORTS = {"portable": "", "keras": _KERAS_IMPORTS, "onnx": "import onnxruntime as ort\n", "foreign": _KERAS_IMPORTS}
+_BLOCKS_TEXT = ("The marked blocks below are verbatim copies of cbtool's toolkit/preprocessing.py, toolkit/tta.py (and, for the\n"
+                "portable format, the model family's architecture file), with their sha256 on the marker lines.\n"
+                "`cbtool validate-preprocessing` proves this file feeds the network the same bytes as training.")
+_FOREIGN_BLOCKS_TEXT = ("The marked blocks below are the preprocessing declared at build (`--preprocess {spec}`, verbatim) and\n"
+                        "cbtool's toolkit/tta.py, with their sha256 on the marker lines. The network is the notebook's model\n"
+                        "re-expressed for this runtime's Keras and proved to match the original within {atol:g} on probe images.\n"
+                        "`cbtool validate-preprocessing --preprocess {spec}` proves this file feeds the network what the spec computes.")
 
 
 def embedded_block(name: str, source: str) -> str:
@@ -57,26 +68,48 @@ def render_model_py(spec: dict, classes: list[str], preprocessing: dict, *, prof
     """The text of model.py for this model, the profile's contract, the weight format and TTA."""
     if fmt not in FORMATS:
         raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
+    values = {
+        "VARIANT": str(spec.get("variant", "model")), "MODEL_SPEC": repr(_plain(spec)), "FORMAT": fmt,
+        "INPUT_SIZE": str(int(preprocessing["input_size"])), "RESIZE": repr(str(preprocessing.get("resize", "bilinear"))),
+        "WEIGHTS_FILE": repr(FORMATS[fmt]), "EMBEDDED": _embedded(embedded_sources(spec, fmt)), "BLOCKS_TEXT": _BLOCKS_TEXT,
+        "PREPROCESS_CALL": "preprocess(x[start:start + BATCH_SIZE], INPUT_SIZE, RESIZE)",
+    }
+    return _render(values, classes, profile=profile, tta=tta, batch_size=batch_size, version=version)
+
+
+def render_foreign_model_py(source: dict, classes: list[str], pspec, *, weights_file: str, input_size: int | None,
+                            profile, tta: str, batch_size: int, version: str, atol: float) -> str:
+    """model.py for a notebook's model (`--from-keras`): load `weights_file` (saved by the runtime's own Keras), the
+    declared preprocessing `pspec` (toolkit.preprocess_spec.PreprocessSpec) and toolkit/tta.py embedded verbatim."""
+    values = {
+        "VARIANT": str(source.get("file", "model")), "MODEL_SPEC": repr(_plain(source)), "FORMAT": "foreign",
+        "INPUT_SIZE": repr(input_size), "RESIZE": "None", "WEIGHTS_FILE": repr(weights_file),
+        "EMBEDDED": "\n\n".join([embedded_block(pspec.name, pspec.source), _embedded(["tta.py"])]),
+        "BLOCKS_TEXT": _FOREIGN_BLOCKS_TEXT.format(spec=pspec.text, atol=atol),
+        "PREPROCESS_CALL": "preprocess(x[start:start + BATCH_SIZE])",
+    }
+    return _render(values, classes, profile=profile, tta=tta, batch_size=batch_size, version=version)
+
+
+def _render(values: dict[str, str], classes: list[str], *, profile, tta: str, batch_size: int, version: str) -> str:
+    """Fill both templates: the format's `values` plus what the profile's contract, classes, TTA and batch say."""
     if tta not in TTA_CHOICES:
         raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, found {tta!r}")
-    contract = profile.contract
+    contract, fmt = profile.contract, values["FORMAT"]
     values = {
-        "VARIANT": str(spec.get("variant", "model")), "NUM_CLASSES": str(len(classes)), "PROFILE": profile.name,
-        "FORMAT": fmt, "TTA": tta, "CONTRACT_TEXT": contract.describe(), "CLASS_LINE": _class_line(contract),
+        **values, "NUM_CLASSES": str(len(classes)), "PROFILE": profile.name, "TTA": tta,
+        "CONTRACT_TEXT": contract.describe(), "CLASS_LINE": _class_line(contract),
         "INPUT_TEXT": f"{' or '.join(contract.dtypes)} as {'a tf.Tensor' if contract.tensor_input else 'numpy'}",
         "RESOLVE_TEXT": "the `path` argument" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
-        "CWD_TEXT": _CWD_TEXT[contract.cwd],
-        "FRAMEWORK": FRAMEWORKS[fmt], "CBTOOL_VERSION": version, "FRAMEWORK_IMPORTS": _IMPORTS[fmt],
-        "CLASS_NAMES": json.dumps(list(classes)), "MODEL_SPEC": repr(_plain(spec)),
-        "INPUT_SIZE": str(int(preprocessing["input_size"])), "RESIZE": repr(str(preprocessing.get("resize", "bilinear"))),
-        "WEIGHTS_FILE": repr(FORMATS[fmt]), "FORMAT_REPR": repr(fmt), "TTA_REPR": repr(tta),
-        "BATCH_SIZE": str(int(batch_size)), "EMBEDDED": _embedded(embedded_sources(spec, fmt)),
+        "CWD_TEXT": _CWD_TEXT[contract.cwd], "FRAMEWORK": _FRAMEWORKS[fmt], "CBTOOL_VERSION": version,
+        "FRAMEWORK_IMPORTS": _IMPORTS[fmt], "CLASS_NAMES": json.dumps(list(classes)), "FORMAT_REPR": repr(fmt),
+        "TTA_REPR": repr(tta), "BATCH_SIZE": str(int(batch_size)),
     }
     values["CLASS_CODE"] = _fill((TEMPLATE_DIR / "class.py.tmpl").read_text(encoding="utf-8"), {
         "CLASS_NAME": contract.class_name, "CONTRACT_TEXT": contract.describe(),
         "INIT_ARGS": ", ".join(("self", *contract.init_args)),
         "BASE_DIR": "os.path.abspath(path)" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
-        "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt],
+        "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt], "PREPROCESS_CALL": values["PREPROCESS_CALL"],
     })
     return _fill((TEMPLATE_DIR / "model.py.tmpl").read_text(encoding="utf-8"), values)
 
