@@ -71,12 +71,18 @@ def plot_shift(shift: dict, path: str | Path) -> Path:
     fig = Figure(figsize=(9, 5))
     ax = fig.subplots()
     clean = shift["clean_accuracy"]
+    seen = shift.get("seen_in_training") or {}
     for i, (name, per_severity) in enumerate(shift["table"].items()):
         severities = sorted(per_severity, key=int)
         style = "-" if i < 10 else "--"
-        ax.plot([0, *map(int, severities)], [clean, *(per_severity[s] for s in severities)], style, marker="o", markersize=3, label=name)
+        label = name + {True: " (seen)", False: " (unseen)"}.get(seen.get(name), "")
+        ax.plot([0, *map(int, severities)], [clean, *(per_severity[s] for s in severities)], style, marker="o" if seen.get(name) is not False else "x",
+                markersize=3, label=label)
     ax.axhline(clean, color="black", linestyle=":", linewidth=1, label=f"clean {clean:.3f}")
     ax.axhline(shift["mean_accuracy"], color="red", linestyle=":", linewidth=1, label=f"shifted mean {shift['mean_accuracy']:.3f}")
+    if shift.get("unseen_mean_accuracy") is not None:
+        unseen = shift["unseen_mean_accuracy"]
+        ax.axhline(unseen, color="purple", linestyle="-.", linewidth=1, label=f"unseen-family mean {unseen:.3f}")
     ax.set_xlabel("severity (0 = clean)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -179,11 +185,31 @@ def _shift_table(result: SimulateResult) -> Table | None:
     if not shift:
         return None
     severities = [str(s) for s in shift["severities"]]
-    rows = [[name, *(_pct(per.get(s)) for s in severities), _pct(shift["per_corruption_mean"][name])] for name, per in shift["table"].items()]
+    seen = shift.get("seen_in_training") or {}
+    rows = [[name, *(_pct(per.get(s)) for s in severities), _pct(shift["per_corruption_mean"][name]), _SEEN[seen.get(name)]]
+            for name, per in shift["table"].items()]
     intro = (f"Clean accuracy {_pct(shift['clean_accuracy'])}; mean over {len(rows)} corruptions x {len(severities)} severities "
              f"{_pct(shift['mean_accuracy'])} (drop {_pct(shift['drop'])}); worst: {shift.get('worst_corruption')}. "
-             f"{shift.get('images_per_set', '')} images per corrupted set, seed {shift.get('seed', '')}.")
-    return Table("shift", "Corruption suite (hidden-test estimate)", ["corruption", *severities, "mean"], rows, intro=intro)
+             f"{_unseen_sentence(shift)}{shift.get('images_per_set', '')} images per corrupted set, seed {shift.get('seed', '')}.")
+    notes = ["seen in training: the run's corrupt stage drew this family (its colour jitter and RandAugment are not "
+             "counted); unknown: the zip's manifest does not say (a zip cbtool did not build, or an older one)."]
+    return Table("shift", "Corruption suite (hidden-test estimate)", ["corruption", *severities, "mean", "seen in training"], rows,
+                 intro=intro, notes=notes)
+
+
+_SEEN = {True: "yes", False: "no", None: "unknown"}
+
+
+def _unseen_sentence(shift: dict) -> str:
+    """The mean over the families training never drew: the honest estimate for a shift nobody trained against."""
+    seen = shift.get("seen_in_training") or {}
+    unseen = [name for name, v in seen.items() if v is False]
+    if not seen or any(v is None for v in seen.values()):
+        return "Which families training saw is unknown. "
+    if not unseen:
+        return "Training drew every family of the suite: no unseen-family estimate. "
+    return (f"Mean over the {len(unseen)} families training never drew {_pct(shift.get('unseen_mean_accuracy'))}, "
+            f"over the {len(seen) - len(unseen)} it drew {_pct(shift.get('seen_mean_accuracy'))}. ")
 
 
 # --- HTML ------------------------------------------------------------------------------------------------------

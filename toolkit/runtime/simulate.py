@@ -208,7 +208,7 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
     except scoring.BadOutput as exc:
         failure = {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}
         return _fail(result, failure, sub, profile)
-    _score(result, checked, data, plan)
+    _score(result, checked, data, plan, sub.manifest)
     return result
 
 
@@ -350,7 +350,7 @@ def _check_outputs(outputs: dict, plan: Plan, num_classes: int) -> dict[str, sco
     return checked
 
 
-def _score(result: SimulateResult, checked: dict, data, plan: Plan) -> None:
+def _score(result: SimulateResult, checked: dict, data, plan: Plan, manifest: dict) -> None:
     warnings = result.warnings
     for check in checked.values():
         warnings.extend(w for w in check.warnings if w not in warnings)
@@ -361,7 +361,7 @@ def _score(result: SimulateResult, checked: dict, data, plan: Plan) -> None:
     reference = checked[plan.clean[worst]].predictions
     _consistency(warnings, checked, plan, reference)
     if plan.shift_names:
-        result.shift = _shift_result(checked, plan, data.labels, reference)
+        result.shift = _shift_result(checked, plan, data.labels, reference, manifest)
 
 
 def _consistency(warnings: list, checked: dict, plan: Plan, reference: np.ndarray) -> None:
@@ -376,12 +376,16 @@ def _consistency(warnings: list, checked: dict, plan: Plan, reference: np.ndarra
                             "the prediction depends on the batch (batch statistics, padding, or randomness)")
 
 
-def _shift_result(checked: dict, plan: Plan, labels: np.ndarray, reference: np.ndarray) -> dict:
+def _shift_result(checked: dict, plan: Plan, labels: np.ndarray, reference: np.ndarray, manifest: dict) -> dict:
+    """The suite's table and summary; each family marked seen in training from the zip's manifest (None = unknown:
+    a zip cbtool did not build, or one built before the manifest recorded training)."""
+    from toolkit.train.config import recorded_families
+
     y = labels[plan.shift_idx]
     table: dict[str, dict[int, float]] = {}
     for name, (family, severity) in plan.shift_names.items():
         table.setdefault(family, {})[severity] = float(np.mean(checked[name].predictions == y))
     clean = float(np.mean(reference[plan.shift_idx] == y))
-    out = shift_suite.summarize(clean, table)
+    out = shift_suite.summarize(clean, table, trained=recorded_families((manifest or {}).get("training")))
     out.update(images_per_set=int(len(y)), seed=plan.seed)
     return out
