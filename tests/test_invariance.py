@@ -126,16 +126,3 @@ def test_invariance_none_keeps_the_accuracy_augment_none_has(tmp_path):
     assert accuracy["basic", "none"] >= accuracy["none", "none"] - 0.05, accuracy  # measured 1.0
     assert accuracy["basic", "d4"] <= 0.5, accuracy  # the old silent drop (d4 on orientation labels): measured 0.225
 
-
-def test_train_says_the_invariance_in_its_text_output(tmp_path):
-    data = orientation_tiles(6, size=32)
-    np.savez(tmp_path / "t.npz", images=data.images, labels=data.labels)
-    result = CliRunner().invoke(main, ["train", str(tmp_path / "t.npz"), "--model", "convnext_test", "--weights", "none",
-                                       "--epochs", "1", "--batch-size", "8", "--input-size", "32", "--augment", "robust",
-                                       "--holdout-families", "haze,bubbles", "-o", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    assert ("augmentation: corrupt, geometric, color; invariance none (no flips or 90-degree rotations (small rotations, "
-            "shifts and zoom only)); corruption families pixelate") in result.output
-    assert "held out bubbles, haze" in result.output
-    bad = CliRunner().invoke(main, ["train", str(tmp_path / "t.npz"), "--holdout-families", "fog", "-o", str(tmp_path / "r2")])
-    assert bad.exit_code == 1 and "setting 'holdout_families' has unknown 'fog'" in bad.output

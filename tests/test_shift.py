@@ -67,3 +67,49 @@ def test_summarize_marks_seen_and_unseen_families():
     assert unknown["unseen_mean_accuracy"] is None and unknown["trained_families"] is None
     nothing = shift.summarize(0.95, table, trained=[])  # trained without the corrupt stage: every family is unseen
     assert nothing["unseen_mean_accuracy"] == pytest.approx(nothing["mean_accuracy"]) and nothing["seen_mean_accuracy"] is None
+
+
+def test_seen_in_training_marks_for_a_run_trained_with_holdout(tmp_path):
+    """train --holdout-families -> build-submission's manifest -> simulate --shift marks each family, JSON and table."""
+    import json
+
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+    from toolkit.runtime.simulate import SimulateResult
+    from toolkit.simulate_report import render_text, tables
+    from train_data import shapes_dataset
+
+    data = shapes_dataset(n_per_class=8, num_classes=3, size=32, seed=2)
+    np.savez(tmp_path / "d.npz", images=data.images, labels=data.labels)
+    held, run, zip_path = ("bubbles", "jpeg", "haze"), tmp_path / "run", tmp_path / "s.zip"
+
+    def cli(*args):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = cli("train", tmp_path / "d.npz", "--model", "convnext_test", "--weights", "none", "--epochs", "1", "--batch-size", "8",
+              "--input-size", "32", "--augment", "robust", "--holdout-families", ",".join(held), "-o", run)
+    assert ("augmentation: corrupt, geometric, color; invariance none (no flips or 90-degree rotations (small rotations, "
+            "shifts and zoom only)); corruption families pixelate") in out and "held out bubbles, haze, jpeg" in out
+    bad = CliRunner().invoke(main, ["train", str(tmp_path / "d.npz"), "--holdout-families", "fog", "-o", str(tmp_path / "r2")])
+    assert bad.exit_code == 1 and "setting 'holdout_families' has unknown 'fog'" in bad.output
+    training = json.loads(cli("build-submission", run, "-o", zip_path, "--profile", "local", "--json"))["manifest"]["training"]
+    assert training["holdout_families"] == sorted(held) and training["invariance"] == "none"
+    assert training["corruption_families"] == [f for f in shift.FAMILIES if f not in held]
+    result = json.loads(cli("simulate", zip_path, "--data", tmp_path / "d.npz", "--profile", "local", "--shift", "--shift-images", "6",
+                            "--json"))
+    s = result["shift"]
+    assert s["seen_in_training"] == {f: f not in held for f in shift.CORRUPTIONS}  # haze is held out but not in the suite
+    unseen = [a for f in ("jpeg", "bubbles") for a in s["table"][f].values()]
+    assert s["unseen_mean_accuracy"] == pytest.approx(np.mean(unseen))
+    assert s["mean_accuracy"] == pytest.approx(np.mean([a for per in s["table"].values() for a in per.values()]))
+    text = render_text(SimulateResult.from_dict(result))
+    assert "Mean over the 2 families training never drew" in text and "seen in training" in text
+    rows = {row[0]: row[-1] for row in next(t for t in tables(SimulateResult.from_dict(result)) if t.key == "shift").rows}
+    assert rows["jpeg"] == rows["bubbles"] == "no" and rows["pixelate"] == "yes"
+    # a zip whose manifest does not say (built elsewhere, or before the record): unknown, never guessed
+    result["shift"] = shift.summarize(s["clean_accuracy"], {f: {int(k): v for k, v in per.items()} for f, per in s["table"].items()})
+    table = next(t for t in tables(SimulateResult.from_dict(result)) if t.key == "shift")
+    assert {row[-1] for row in table.rows} == {"unknown"} and "Which families training saw is unknown" in table.intro

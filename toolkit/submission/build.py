@@ -156,6 +156,7 @@ def _deterministic_npz(path: Path, dtype: str | None) -> bytes:
 
 def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOptions, files: dict[str, bytes]) -> dict:
     from toolkit.provenance import preprocessing_sha256
+    from toolkit.train.config import run_training_record
 
     export_versions = exported["export_manifest"].get("versions", {})
     return {
@@ -171,6 +172,7 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
                           "resize": exported["preprocessing"].get("resize", "bilinear")},
         "versions": {"build": build_versions(),
                      "export": {k: v for k, v in export_versions.items() if k in ("tensorflow", "keras", "numpy", "cbtool")}},
+        "training": run_training_record(exported["export_manifest"].get("run_dir")),  # augmentation + corruption families
         **contents_entry(files),
     }
 
