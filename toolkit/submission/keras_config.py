@@ -119,7 +119,8 @@ def _strip(model: dict, path: str, removed: list[Change]) -> None:
         name = entry.get("name") or (entry.get("config") or {}).get("name")
         here = f"{path}/{name}" if path else str(name)
         if is_augmentation(entry):
-            removed.append(Change(here, entry.get("class_name", "?"), "layer", name, "removed_layer"))
+            held = [e.get("class_name") for e in _layers_of(entry) if e.get("class_name") != "InputLayer"]
+            removed.append(Change(here, entry.get("class_name", "?"), "layer", held or name, "removed_layer"))
             if not sequential:
                 rewire[name] = _single_input(entry, here)
             continue
@@ -192,17 +193,18 @@ def drop_unknown(config: dict, accepted: dict[str, frozenset[str]]) -> tuple[dic
 
 def _objects(value, path: str) -> Iterator[tuple[str, dict]]:
     """(path, node) of every serialized object ({class_name, config: {...}}) below `value`, layers and their
-    initializers alike; tensors of inbound nodes are skipped."""
+    initializers alike, at paths like `MobileNetV3Small/conv.kernel_initializer`; inbound tensors are skipped."""
     if isinstance(value, dict):
         if isinstance(value.get("class_name"), str) and isinstance(value.get("config"), dict) and not _is_tensor(value):
             yield path, value
         for key, item in value.items():
             if key not in ("inbound_nodes", "build_config", "compile_config"):
-                yield from _objects(item, f"{path}/{key}" if path else key)
+                transparent = key in ("config", "layers")  # a layer's path is its model's path + "/" + its name
+                yield from _objects(item, path if transparent else f"{path}.{key}" if path else key)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             name = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else index
-            yield from _objects(item, f"{path}/{name}")
+            yield from _objects(item, f"{path}/{name}" if path else str(name))
 
 
 # --- Keras 3 -> Keras 2 -------------------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ def _entry2(entry: dict, path: str, changes: list[Change], nested: set, sequenti
     if module.startswith("keras.src.ops"):
         raise SubmissionError(f"layer {here!r} is the Keras 3 operation {module}.{cls} (e.g. `x + 3.0` on a Keras "
                               "tensor); Keras 2 has no layer for it, so this model cannot be re-expressed for a Keras 2 "
-                              "runtime")
+                              "runtime (a backbone built from layers only, e.g. EfficientNetV2B0, can)")
     if cls in CONTAINERS:
         out = _model2(entry, here, changes)
     else:

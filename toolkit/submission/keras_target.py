@@ -7,6 +7,7 @@ original's within PARITY_ATOL with the same argmax. Used by `build-submission --
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -39,9 +40,7 @@ class Conversion:
     parity: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"target_keras": self.target_keras, "native_file": self.native_file, "load_changes": self.load_changes,
-                "removed_layers": self.removed_layers, "strip_max_abs_diff": self.strip_max_abs_diff,
-                "changes": self.changes, "parity": self.parity}
+        return dataclasses.asdict(self)
 
 
 def target_config(model, profile: Profile) -> tuple[dict, list[dict], object]:
@@ -132,7 +131,7 @@ def describe_conversion(conversion: dict) -> str:
 
     lines = []
     if conversion.get("removed_layers"):
-        names = ", ".join(f"{r['path']} ({r['class_name']})" for r in conversion["removed_layers"])
+        names = ", ".join(f"{r['path']} ({r['class_name']}{_inside(r['value'])})" for r in conversion["removed_layers"])
         lines.append(f"stripped {names}: outputs unchanged (max abs diff {conversion['strip_max_abs_diff']:g})")
     for what, changes in (("to load it here", conversion.get("load_changes")), (f"for Keras {conversion['target_keras']}",
                                                                                   conversion.get("changes"))):
@@ -145,3 +144,8 @@ def describe_conversion(conversion: dict) -> str:
                  f"probes: max abs diff {p.get('max_abs_diff', float('nan')):.3g} (<= {p.get('atol')}), argmax equal "
                  f"{p.get('argmax_equal')}/{p.get('probes')}")
     return "\n".join(lines)
+
+
+def _inside(value) -> str:
+    """': RandomFlip, RandomRotation' for a removed Sequential's layers."""
+    return ": " + ", ".join(value) if isinstance(value, list) else ""
