@@ -209,6 +209,21 @@ def test_an_unregistered_custom_layer_is_refused_by_name(tmp_path):
     assert "not registered" in out["error"]["message"]
 
 
+@pytest.mark.parametrize("head,size,needle", [
+    (1, 64, "found outputs of shape (16, 1) (a single sigmoid unit?"),
+    (3, 48, "yields images of shape (64, 64, 3), the model takes (48, 48, 3) (add resize:SIZE"),
+])
+def test_shapes_the_submission_cannot_serve_are_refused_before_converting(heldout, tmp_path, head, size, needle):
+    import keras
+
+    inp = keras.Input((size, size, 3))
+    act = "sigmoid" if head == 1 else "softmax"
+    keras.Model(inp, keras.layers.Dense(head, activation=act)(keras.layers.GlobalAveragePooling2D()(inp))).save(tmp_path / "m.keras")
+    code, out = _cli("build-submission", "--from-keras", tmp_path / "m.keras", "--preprocess", "raw", "--data", heldout[0],
+                     "-o", tmp_path / "s.zip")
+    assert code == 1 and needle in out["error"]["message"], out
+
+
 def test_a_keras_cv_layer_is_refused_before_loading():
     config = {"class_name": "Functional", "config": {"layers": [
         {"module": "keras.layers", "class_name": "InputLayer", "config": {}, "name": "in"},

@@ -155,10 +155,21 @@ def predict_probs(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def _check_input(model, x: np.ndarray, spec, path: Path) -> None:
+    """One image input whose shape the spec's output fits."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise SubmissionError(f"{path}: expected one image input and one output, found {len(model.inputs)} input(s) and "
+                              f"{len(model.outputs)} output(s)")
     want = tuple(model.input_shape[1:])
     if len(want) != 3 or any(w is not None and w != f for w, f in zip(want, x.shape[1:])):
         raise SubmissionError(f"{path}: --preprocess {spec.text} yields images of shape {x.shape[1:]}, the model takes "
                               f"{want} (add resize:SIZE to the spec, or pass --data with images of that size)")
+
+
+def _check_output(reference: np.ndarray, path: Path) -> None:
+    """Class scores (n, C >= 2): predict returns their argmax."""
+    if reference.ndim != 2 or reference.shape[1] < 2:
+        raise SubmissionError(f"{path}: expected one score per class, shape (n, C >= 2); found outputs of shape "
+                              f"{reference.shape} (a single sigmoid unit? use Dense(2, activation='softmax'))")
 
 
 # --- 3: strip augmentation ----------------------------------------------------------------------------------------
@@ -200,6 +211,7 @@ def build_from_keras(model_path: str | os.PathLike, output: str | os.PathLike, p
     x = spec.apply(raw)
     _check_input(original.model, x, spec, original.path)
     reference = predict_probs(original.model, x, options.batch_size)
+    _check_output(reference, original.path)
     model, removed, strip_diff = original.model, [], None
     if keras_config.augmentation_layers(json.loads(original.model.to_json())):
         model, removed, strip_diff = strip_augmentation(original.model, x, reference, original.path)
