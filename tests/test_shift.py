@@ -113,3 +113,7 @@ def test_seen_in_training_marks_for_a_run_trained_with_holdout(tmp_path):
     result["shift"] = shift.summarize(s["clean_accuracy"], {f: {int(k): v for k, v in per.items()} for f, per in s["table"].items()})
     table = next(t for t in tables(SimulateResult.from_dict(result)) if t.key == "shift")
     assert {row[-1] for row in table.rows} == {"unknown"} and "Which families training saw is unknown" in table.intro
+    result["shift"] = shift.summarize(s["clean_accuracy"], {f: {int(k): v for k, v in per.items()} for f, per in s["table"].items()},
+                                      trained=[])  # trained without the corrupt stage
+    table = next(t for t in tables(SimulateResult.from_dict(result)) if t.key == "shift")
+    assert {row[-1] for row in table.rows} == {"no"} and "every one is unseen" in table.intro

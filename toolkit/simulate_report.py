@@ -208,6 +208,8 @@ def _unseen_sentence(shift: dict) -> str:
         return "Which families training saw is unknown. "
     if not unseen:
         return "Training drew every family of the suite: no unseen-family estimate. "
+    if len(unseen) == len(seen):
+        return "Training drew none of these families (no corrupt stage, or all held out): every one is unseen. "
     return (f"Mean over the {len(unseen)} families training never drew {_pct(shift.get('unseen_mean_accuracy'))}, "
             f"over the {len(seen) - len(unseen)} it drew {_pct(shift.get('seen_mean_accuracy'))}. ")
 
