@@ -64,7 +64,7 @@ def check_submission(zip_path: str | os.PathLike, profile: Profile) -> CheckRepo
         target, versions = _Target(profile), {}
         for name in sub.names:
             if name.lower().endswith(MODEL_SUFFIXES) and "__MACOSX/" not in name:  # junk is reported by layout
-                issues += _model_file(name, sub.read(name), profile, target, versions)
+                issues += _model_file(name, sub.read(name, max_bytes=sub.unpacked_bytes), profile, target, versions)
         if profile.contract.metadata and not sub.has(SUBMISSION_FILES.METADATA):
             issues.append(Issue("missing_metadata", "metadata", "", "an empty file named `metadata` at the zip root "
                                 f"(the {profile.name} contract marks a code submission with it)", "no `metadata` entry"))
