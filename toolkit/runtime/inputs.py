@@ -81,4 +81,4 @@ def hard_limit(time_limit: float, plan: Plan) -> float:
     afterwards on import + load + fit + predict of the held-out set in the contract's first dtype."""
     graded = plan.n(plan.graded)
     total = sum(plan.n(name) for name in plan.shapes)
-    return time_limit if total <= graded else time_limit * total / max(graded, 1) + 30.0
+    return time_limit if total <= graded else time_limit * total / max(graded, 1) + min(30.0, time_limit)
