@@ -112,11 +112,14 @@ def _cli(*args) -> tuple[int, dict]:
 
 
 def _build_and_simulate(model: Path, heldout: Path, spec: str, profile: str, tmp_path: Path) -> tuple[dict, dict]:
+    """build-submission --from-keras, then validate-preprocessing --preprocess and simulate on the zip it wrote."""
     out = tmp_path / f"{model.stem}-{profile}.zip"
     code, built = _cli("build-submission", "--from-keras", model, "--preprocess", spec, "--strip-augmentation",
                        "--data", heldout, "--profile", profile, "-o", out)
     assert code == 0, built
     assert built["check"]["ok"], built["check"]
+    code, validated = _cli("validate-preprocessing", out, "--preprocess", spec, "--data", heldout, "--images", "4")
+    assert code == 0 and validated["ok"], validated  # model.py feeds the network what the spec declares
     code, simulated = _cli("simulate", out, "--data", heldout)
     assert code == 0, simulated
     return built, simulated
