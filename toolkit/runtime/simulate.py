@@ -134,7 +134,8 @@ def simulate(
             run = _run_as_grader(sub, profile, plan, _Run(time_limit, memory_limit, _fit_data(data, profile, options), log, progress))
             plan.inputs.clear()  # close the memory maps before their folder goes
         result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
-        result.warnings += [f"check: [{i.code}] {i.message}" for i in findings or []] + run.warnings
+        static = [f"check: [{i.code}] {i.message}" for i in findings or []]
+        result.warnings += static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
         return _judge(result, run, plan, data, profile, sub)
 
 
@@ -174,6 +175,14 @@ def _run_as_grader(sub: SubmissionZip, profile: Profile, plan: Plan, run: _Run) 
         if warning:
             run.warnings.append(warning)
     return run
+
+
+def _said_by_check(warning: str, outcome, findings: list) -> bool:
+    """The run's relative-path warning when check already named every one of those files (one warning, not two)."""
+    if not warning.startswith("model.py opened "):
+        return False
+    statics = " ".join(i.message for i in findings if i.code == "relative_path")
+    return bool(outcome.relative_paths) and all(repr(p) in statics for p in outcome.relative_paths if p not in (".", ""))
 
 
 def _child_run(sub: SubmissionZip, profile: Profile, plan: Plan, run: _Run, cwd: str) -> None:
