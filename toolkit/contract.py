@@ -58,6 +58,12 @@ class Contract:
     def takes_path(self) -> bool:
         return "path" in self.init_args
 
+    @property
+    def run_dir(self) -> str:
+        """Where cbtool's non-grading runs (validate-preprocessing, predict) put the working directory: the program
+        folder only where the grader is known to run there; else inside the submission, where a bare path works."""
+        return "program" if self.cwd == "program" else "submission"
+
     def init_signature(self) -> str:
         """`__init__(self)` or `__init__(self, path)`."""
         return f"__init__({', '.join(('self', *self.init_args))})"

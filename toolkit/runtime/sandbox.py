@@ -1,7 +1,6 @@
 """The one loader: run a submission zip the way the grader does, in a child process of the profile's runtime.
 
-Every command that runs a submission (simulate, validate-preprocessing, build-submission's checks) goes through
-`run_submission`. What the child gets, and why:
+Every command that runs a submission (simulate, validate-preprocessing, predict) goes through `run_submission`. What the child gets, and why:
 - the zip extracted into a fresh temp sandbox by `SubmissionZip` (absolute paths, `..` entries and symlinks refused:
   zip-slip; the unpacked size capped by the profile and the free disk: zip bombs);
 - the profile's interpreter (a pinned venv from `ensure_venv`; `sys.executable` for `local`), started with `-I`
@@ -15,8 +14,9 @@ Every command that runs a submission (simulate, validate-preprocessing, build-su
 - an environment of only PYTHONUNBUFFERED=1 plus PATH and a HOME inside the sandbox (so Keras' ~/.keras is the
   sandbox's); cbtool is made unimportable in the child even when the interpreter has it installed;
 - no network when `unshare -n` works on this machine (Linux); otherwise the outcome says it was not blocked;
-- one wall-clock limit over import + load + predict, and resident memory (VmRSS of the whole process tree from
-  /proc) watched every 0.1 s: the child is killed past either budget.
+- one wall-clock kill limit over the whole child run (simulate stretches it over its extra probes and judges the
+  grader's own pass afterwards), and resident memory (VmRSS of the whole process tree from /proc) watched every
+  0.1 s: the child is killed past either budget.
 """
 
 from __future__ import annotations

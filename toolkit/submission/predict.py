@@ -88,7 +88,7 @@ def predict(source: str | Path, data_path: str | Path, output: str | Path, profi
         build_s = time.perf_counter() - started
         classes = _manifest_classes(zip_path, source, options.label_names)
         inputs = _inputs(test.images, profile.contract.dtypes[0], options.batch_size)
-        outcome = run_submission(zip_path, profile, inputs, log=log, progress=progress)
+        outcome = run_submission(zip_path, profile, inputs, log=log, progress=progress, cwd=profile.contract.run_dir)
     _raise_on_failure(outcome, source, log)
     names = classes or test.class_names
     predictions, output_warnings = _checked(outcome.outputs, inputs, names, source)

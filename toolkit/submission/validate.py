@@ -113,7 +113,8 @@ def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLi
         expected, source = spec_expected(spec), spec_source_hashes(model_py, manifest, spec)
     tensors = {name: expected.fn(x) for name, x in inputs.items()}
     views = int(manifest.get("tta_views") or TTA_VIEWS.get(str(manifest.get("tta")), 1))
-    outcome = run_submission(zip_path, profile, inputs, capture_input=True, log=log, fit_data=(images, labels))
+    outcome = run_submission(zip_path, profile, inputs, capture_input=True, log=log, fit_data=(images, labels),
+                             cwd=profile.contract.run_dir)
     report = ValidationReport(ok=False, zip=str(zip_path), run=str(run) if run else None, profile=profile.name,
                               input_size=int(next(iter(tensors.values())).shape[1]), resize=expected.resize,
                               tta_views=views, capture_target=outcome.capture_target, source=source,
