@@ -19,6 +19,22 @@ class CbtoolError(Exception):
         return {"type": type(self).__name__, "kind": self.kind, "message": str(self)}
 
 
+class UsageError(CbtoolError):
+    """A command-line option has a value cbtool cannot use (an unknown profile, format or model; `--epochs 0`).
+    Exit code 2, like click's own usage errors."""
+
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+def did_you_mean(value: str, choices) -> str:
+    """' (did you mean X?)' for the closest of `choices` to a misspelt `value`, or '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class DataError(CbtoolError):
     """A data file is missing, malformed or violates the expected schema."""
 

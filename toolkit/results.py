@@ -40,6 +40,27 @@ class Result:
         return out
 
 
+NEAR_CHANCE_FACTOR = 1.5
+
+
+def chance_level(labels: Any, n_classes: int) -> float:
+    """The accuracy of always answering the most frequent class of `labels` (at least 1/n_classes): the floor any
+    reported accuracy is compared with."""
+    import numpy as np
+
+    labels = np.asarray(labels).reshape(-1)
+    uniform = 1.0 / max(int(n_classes), 1)
+    if labels.size == 0:
+        return uniform
+    counts = np.bincount(labels.astype(np.int64), minlength=max(int(n_classes), 1))
+    return float(max(uniform, counts.max() / labels.size))
+
+
+def near_chance(accuracy: float, chance: float) -> bool:
+    """True when `accuracy` is within NEAR_CHANCE_FACTOR x the chance level: a verdict that must not read as OK."""
+    return accuracy < NEAR_CHANCE_FACTOR * chance
+
+
 @dataclass
 class Issue:
     """One finding: `code` (machine name), where (`file`, `symbol`), `expected`, `found`; `severity` error|warning."""
