@@ -13,6 +13,8 @@ from toolkit.fsutil import atomic_path, write_json
 
 SHEET_MAX = 120  # images per sheet: enough to judge a reason, small enough to write fast
 COLUMNS = 12
+TILE_MIN_WIDTH = 96  # px: a caption line holds ~16 characters, so class names wrap instead of being cut
+LINE_HEIGHT = 11  # px per caption line in PIL's default font
 
 
 def write_report(report: CleanReport, ds: Dataset, out_dir: str | Path) -> dict[str, str]:
@@ -24,51 +26,100 @@ def write_report(report: CleanReport, ds: Dataset, out_dir: str | Path) -> dict[
     payload["class_names"] = list(ds.class_names)
     written = {}
     kept = {g.id: g.kept for g in report.groups if g.kept is not None}
+    shown: dict[str, dict[str, int]] = {}
     for reason in REASONS:
         rows = [r for r in report.removed if r.reason == reason]
         if rows:
             # group members sit side by side so a person sees what was matched with what
             rows.sort(key=lambda r: (r.group if r.group is not None else -1, r.index))
             tiles = _tiles(rows, kept, ds)
-            written[reason] = str(contact_sheet(ds.images, tiles, out_dir / f"sheet_{reason}.png", f"{reason}: {len(rows)} removed"))
+            title = f"{reason}: {len(rows)} removed" + _showing(tiles)
+            written[reason] = str(contact_sheet(ds.images, tiles[:SHEET_MAX], out_dir / f"sheet_{reason}.png", title))
+            shown[reason] = {"title": title, "images": len(tiles), "shown": min(len(tiles), SHEET_MAX)}
     if report.outliers:
-        tiles = [(o["index"], f"{o['index']} {o['score']:.1f}") for o in report.outliers[:SHEET_MAX]]
-        written["outliers"] = str(contact_sheet(ds.images, tiles, out_dir / "sheet_outlier_ranking.png", "most unlike their class"))
+        tiles = [(o["index"], [_class_name(ds, o["label"]), f"#{o['index']} score {o['score']:.2f}"]) for o in report.outliers]
+        title = "most unlike their class (highest score first)" + _showing(tiles)
+        written["outliers"] = str(contact_sheet(ds.images, tiles[:SHEET_MAX], out_dir / "sheet_outlier_ranking.png", title))
+        shown["outliers"] = {"title": title, "images": len(tiles), "shown": min(len(tiles), SHEET_MAX)}
+    payload["sheet_tiles"] = shown  # each sheet's title and how many of its images it shows
     payload["sheets"] = written
     write_json(out_dir / "report.json", payload)
     written["report"] = str(out_dir / "report.json")
     return written
 
 
-def _tiles(rows, kept: dict, ds: Dataset) -> list[tuple[int, str]]:
-    """Captioned tiles; the copy that was kept is shown first in its group, so each removal can be compared."""
+def _tiles(rows, kept: dict, ds: Dataset) -> list[tuple[int, list[str]]]:
+    """Captioned tiles (class name, then index and group); the copy that was kept is shown first in its group, so
+    each removal can be compared with it."""
     tiles, shown = [], set()
     for r in rows:
+        group = "" if r.group is None else f" g{r.group}"
         if r.group in kept and r.group not in shown:
             shown.add(r.group)
-            tiles.append((kept[r.group], f"KEPT {kept[r.group]} g{r.group}"))
-        tiles.append((r.index, f"{r.index} {ds.class_names[r.label][:6]} g{r.group}"))
-    return tiles[:SHEET_MAX]
+            tiles.append((kept[r.group], [_class_name(ds, ds.labels[kept[r.group]]), f"KEPT #{kept[r.group]}{group}"]))
+        tiles.append((r.index, [_class_name(ds, r.label), f"#{r.index}{group}"]))
+    return tiles
 
 
-def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str]], path: Path, title: str) -> Path:
-    """A grid of images (each with a caption) written atomically as a PNG."""
-    from PIL import Image, ImageDraw
+def _class_name(ds: Dataset, label) -> str:
+    label = int(label)
+    return str(ds.class_names[label]) if 0 <= label < len(ds.class_names) else f"class {label}"
 
+
+def _showing(tiles: list) -> str:
+    """The sheet title's tail when the sheet holds fewer tiles than there are images behind it."""
+    if len(tiles) <= SHEET_MAX:
+        return ""
+    return f" (showing {SHEET_MAX} of {len(tiles)} images; report.json lists every one)"
+
+
+def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str | list[str]]], path: Path, title: str) -> Path:
+    """A grid of images, each captioned by its lines (long ones wrapped to the tile's width), written as a PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
     h, w = images.shape[1:3]
-    cap, head = 12, 16
-    cols = min(COLUMNS, len(tiles))
+    tile_w = max(w, TILE_MIN_WIDTH)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    captions = [wrap_caption([c] if isinstance(c, str) else c, tile_w - 2, lambda t: measure(t, font=font)) for _, c in tiles]
+    cap = LINE_HEIGHT * max((len(c) for c in captions), default=1) + 2
+    cols = max(1, min(COLUMNS, len(tiles)))
     rows = (len(tiles) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * (w + 2), head + rows * (h + cap + 2)), "white")
+    title_lines = wrap_caption([title], max(cols * (tile_w + 2), 400) - 4, lambda t: measure(t, font=font))
+    head = LINE_HEIGHT * len(title_lines) + 6
+    sheet = Image.new("RGB", (max(cols * (tile_w + 2), 400), head + rows * (h + cap + 2)), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((2, 2), title, fill="black")
-    for k, (index, caption) in enumerate(tiles):
-        x, y = (k % cols) * (w + 2), head + (k // cols) * (h + cap + 2)
-        sheet.paste(Image.fromarray(images[index]), (x, y))
-        draw.text((x + 1, y + h), caption, fill="black")
+    draw.multiline_text((2, 2), "\n".join(title_lines), fill="black", font=font, spacing=1)
+    for k, ((index, _), lines) in enumerate(zip(tiles, captions)):
+        x, y = (k % cols) * (tile_w + 2), head + (k // cols) * (h + cap + 2)
+        sheet.paste(Image.fromarray(np.asarray(images[index], dtype=np.uint8)), (x + (tile_w - w) // 2, y))
+        draw.multiline_text((x + 1, y + h + 1), "\n".join(lines), fill="black", font=font, spacing=1)
     with atomic_path(path, suffix=".png") as tmp:
         sheet.save(tmp, format="PNG", compress_level=1)
     return path
+
+
+def wrap_caption(lines: list[str], width_px: float, measure: Callable[[str], float]) -> list[str]:
+    """`lines` wrapped at spaces to fit `width_px` (a word longer than the width is split, never cut off)."""
+    out: list[str] = []
+    for line in lines:
+        current = ""
+        for word in str(line).split(" "):
+            candidate = f"{current} {word}" if current else word
+            if measure(candidate) <= width_px:
+                current = candidate
+                continue
+            if current:
+                out.append(current)
+            current = word
+            while measure(current) > width_px and len(current) > 1:
+                cut = 1
+                while cut < len(current) - 1 and measure(current[:cut + 1]) <= width_px:
+                    cut += 1
+                out.append(current[:cut])
+                current = current[cut:]
+        out.append(current)
+    return out
 
 
 def clean_file(data: str | Path, output: str | Path | None, report_dir: str | Path | None, config,

@@ -107,20 +107,59 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path: str | Path, titl
 
 
 def plot_learning_curves(history: dict, path: str | Path, phase_boundary: int | None = None) -> Path:
-    """Write loss and accuracy per epoch (train and validation) side by side (PNG); a dashed line marks phase 2."""
-    fig = _figure(10, 4)
-    axes = fig.subplots(1, 2)
+    """Write `learning_curves_figure` as a PNG."""
+    return _save(learning_curves_figure(history, phase_boundary), path)
+
+
+def learning_curves_figure(history: dict, phase_boundary: int | None = None):
+    """Loss and accuracy per epoch (train and validation) and, when the history has it, the learning rate.
+
+    Epoch ticks are integers; the best epoch (highest validation accuracy, the weights the run keeps) is a vertical
+    line with its value; a dotted line marks the start of phase 2.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    lrs = [v for v in history.get("lr") or [] if v is not None]
+    fig = _figure(15 if lrs else 10, 4)
+    axes = fig.subplots(1, 3 if lrs else 2)
+    best = best_epoch(history)
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key) or []
             if values:
-                ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3, label=(prefix + key))
+                ax.plot(_epochs(history, values), values, style, marker="o", markersize=3, label=(prefix + key))
+        ax.set_title(key)
+    if lrs:
+        values = history["lr"]
+        epochs, values = zip(*[(e, v) for e, v in zip(_epochs(history, values), values) if v is not None])
+        axes[2].plot(epochs, values, "-", marker="o", markersize=3, color="tab:green", label="learning rate")
+        axes[2].set_yscale("log" if min(values) > 0 and max(values) / min(values) > 20 else "linear")
+        axes[2].set_title("learning rate (end of epoch)")
+    for ax in axes:
         if phase_boundary:
             ax.axvline(phase_boundary + 0.5, color="grey", linestyle=":", label="phase 2")
+        if best is not None:
+            ax.axvline(best[0], color="tab:red", linewidth=1, alpha=0.7, label=f"best epoch {best[0]} (val acc {best[1]:.3f})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    return _save(fig, path)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def best_epoch(history: dict) -> tuple[int, float] | None:
+    """(epoch, validation accuracy) of the first epoch with the highest validation accuracy, as training keeps it."""
+    values = history.get("val_accuracy") or []
+    scored = [(v, -k) for k, v in enumerate(values) if v is not None]
+    if not scored:
+        return None
+    value, k = max(scored)
+    return _epochs(history, values)[-k], float(value)
+
+
+def _epochs(history: dict, values: list) -> list[int]:
+    """The epoch number of each value: the history's own `epoch` column when it matches, else 1..n."""
+    epochs = history.get("epoch") or []
+    return [int(e) for e in epochs] if len(epochs) == len(values) else list(range(1, len(values) + 1))
 
 
 def _labels(values) -> np.ndarray:
