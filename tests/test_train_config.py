@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, UsageError
 from toolkit.fsutil import write_json
-from toolkit.train.config import (TrainConfig, load_saved_config, parse_epochs, recorded_families, resolve_config,
+from toolkit.train.config import (TrainConfig, config_warnings, load_saved_config, parse_epochs, recorded_families, resolve_config,
                                   run_training_record, split_epochs)
 
 
@@ -18,13 +18,15 @@ def _toml(tmp_path, text, name="train.toml"):
     return path
 
 
-def test_defaults():
+def test_defaults(tmp_path):
     cfg = resolve_config()
     assert cfg == TrainConfig(weights="imagenet")
     scratch = resolve_config(overrides={"model": "convnext_test"})
     assert scratch.weights == "none" and scratch.lr2 == 2e-3  # no ImageNet weights: from scratch, at a higher rate
     assert resolve_config(overrides={"model": "convnext_test", "lr2": 1e-3}).lr2 == 1e-3
-    assert resolve_config(overrides={"model": "convnext_test", "weights": "w.weights.h5"}).weights == "w.weights.h5"
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    assert resolve_config(overrides={"model": "convnext_test", "weights": str(weights)}).weights == str(weights)
     assert (cfg.model, cfg.weights, cfg.augment, cfg.optimizer, cfg.class_weights) == (
         "convnext_tiny", "imagenet", "basic", "adamw", "balanced")
     assert (cfg.invariance, cfg.holdout_families) == ("none", ())  # no flip or 90-degree turn unless declared
@@ -75,21 +77,21 @@ def test_bad_type_names_file_and_field(tmp_path):
     path = _toml(tmp_path, 'batch_size = "big"\n')
     with pytest.raises(ConfigError, match=r"train\.toml: setting 'batch_size' must be int, found str 'big'"):
         resolve_config(path)
-    with pytest.raises(ConfigError, match="'dropout' must be float"):
+    with pytest.raises(UsageError, match="'dropout' must be float"):
         resolve_config(overrides={"dropout": True})
 
 
 def test_bad_choice_and_range(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.toml: setting 'augment' must be a preset \(none, basic, strong, robust\) "
-                                          r"or a comma list of stages \(corrupt, geometric, .*found 'heavy'"):
+                                          r"or a comma list of stages \(corrupt, .*geometric, .*found 'heavy'"):
         resolve_config(_toml(tmp_path, 'augment = "heavy"\n'))
-    with pytest.raises(ConfigError, match="setting 'invariance' must be one of none, hflip, flip, d4, found 'rot90'"):
+    with pytest.raises(UsageError, match="setting 'invariance' must be one of none, hflip, flip, d4, found 'rot90'"):
         resolve_config(overrides={"invariance": "rot90"})
-    with pytest.raises(ConfigError, match="'model' must be one of"):
+    with pytest.raises(UsageError, match="'model' must be one of"):
         resolve_config(overrides={"model": "resnet50"})
-    with pytest.raises(ConfigError, match="'batch_size' must be >= 1"):
+    with pytest.raises(UsageError, match="'batch_size' must be >= 1"):
         resolve_config(overrides={"batch_size": 0})
-    with pytest.raises(ConfigError, match="'unfreeze'"):
+    with pytest.raises(UsageError, match="'unfreeze'"):
         resolve_config(overrides={"unfreeze": "some"})
 
 
@@ -130,13 +132,13 @@ def test_augmentation_settings_round_trip_and_record(tmp_path):
 
 
 def test_holdout_families_are_checked(tmp_path):
-    with pytest.raises(ConfigError, match="command line: setting 'holdout_families' has unknown 'fog'"):
+    with pytest.raises(UsageError, match="command line: setting 'holdout_families' has unknown 'fog'"):
         resolve_config(overrides={"augment": "robust", "holdout_families": ("fog",)})
     with pytest.raises(ConfigError, match="train.toml: setting 'holdout_families' must be a list of str"):
         resolve_config(_toml(tmp_path, 'holdout_families = "haze"\n'))
     from toolkit.corruptions import FAMILIES
 
-    with pytest.raises(ConfigError, match="holds out every corruption family"):
+    with pytest.raises(UsageError, match="holds out every corruption family"):
         resolve_config(overrides={"augment": "robust", "holdout_families": FAMILIES})
 
 
@@ -148,3 +150,28 @@ def test_a_config_saved_before_invariance_existed_reads_as_d4_with_unknown_famil
     assert load_saved_config(saved.parent).invariance == "d4"  # what every geometric preset drew then
     assert run_training_record(saved.parent) is None and run_training_record(tmp_path / "missing") is None
     assert recorded_families(None) is None and recorded_families({"corruption_families": ["jpeg"]}) == ["jpeg"]
+
+
+def test_flag_values_are_usage_errors_and_file_values_config_errors(tmp_path):
+    """A bad flag is a usage error (exit 2); the same value from a config file stays a ConfigError (exit 1)."""
+    with pytest.raises(UsageError, match="command line: at least one epoch"):
+        resolve_config(overrides={"epochs": "0"})
+    with pytest.raises(UsageError, match="--epochs: expected N or N1,N2"):
+        resolve_config(overrides={"epochs": "two"})
+    path = _toml(tmp_path, "epochs = 0\n")
+    with pytest.raises(ConfigError, match="at least one epoch") as err:
+        resolve_config(path)
+    assert not isinstance(err.value, UsageError)
+    with pytest.raises(UsageError, match="'batch_size' must be >= 1"):  # the file is fine, the flag is not
+        resolve_config(_toml(tmp_path, "batch_size = 8\n", "ok.toml"), {"batch_size": 0})
+    with pytest.raises(UsageError, match=r"'weights' must be imagenet, none .*found 'imagnet' \(did you mean imagenet\?\)"):
+        resolve_config(overrides={"weights": "imagnet"})
+
+
+def test_from_scratch_with_fine_tuning_settings_warns():
+    assert config_warnings(resolve_config(overrides={"model": "convnext_test", "epochs": "5"})) == []
+    assert config_warnings(resolve_config(overrides={"epochs": "1,4"})) == []  # pretrained: both phases make sense
+    found = config_warnings(resolve_config(overrides={"model": "convnext_test", "epochs": "1,4", "lr2": 1e-4}))
+    assert len(found) == 2
+    assert "epochs1 = 1" in found[0] and "random frozen backbone" in found[0] and "set epochs1 = 0" in found[0]
+    assert "lr2 = 0.0001" in found[1] and "set lr2 = 0.002" in found[1]

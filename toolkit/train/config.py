@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from toolkit.artifacts import RunDir
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, UsageError, did_you_mean
 from toolkit.families import pretrained_variants, variant_names
 from toolkit.settings import check_settings
 from toolkit.train import augment as augmentation
@@ -20,6 +20,9 @@ from toolkit.train import augment as augmentation
 # Training from scratch wants a much higher rate than fine-tuning: on the demo data convnext_test reached 95.2% in
 # 10 epochs at lr2=1e-4 and 99.7% in 4 at 2e-3.
 SCRATCH_LR = 2e-3
+# At or below this, lr2 is a fine-tuning rate: from random weights the demo run above stalls near chance.
+FINE_TUNE_LR = 1e-4
+WEIGHT_WORDS = ("imagenet", "none", "auto")
 LEGACY_INVARIANCE = "d4"  # what a saved config without 'invariance' trained with
 CHOICES = {
     "model": variant_names(),
@@ -107,11 +110,21 @@ def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] 
         values.update(_check(file_values, str(path)))
         if epochs is not None:
             epochs = _check_epochs(epochs, str(path))
+        _build(dict(values), epochs, str(path))  # the file alone must hold: its errors stay ConfigErrors (exit 1)
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "epochs" in cli:
-        epochs = _check_epochs(cli.pop("epochs"), "command line")
-        values.pop("epochs1", None), values.pop("epochs2", None)
-    values.update(_check(cli, "command line"))
+    try:
+        if "epochs" in cli:
+            epochs = _check_epochs(cli.pop("epochs"), "command line")
+            values.pop("epochs1", None), values.pop("epochs2", None)
+        values.update(_check(cli, "command line"))
+        return _build(values, epochs, "command line")
+    except ConfigError as exc:
+        # What the file allowed, a flag broke: a bad option value, exit 2 like click's own.
+        raise UsageError(str(exc)) from None
+
+
+def _build(values: dict, epochs: Any, source: str) -> TrainConfig:
+    """TrainConfig from checked values and the epoch budget, with the weights-dependent defaults, validated."""
     config = TrainConfig(**values)
     if config.weights == "auto":
         config.weights = "imagenet" if config.model in pretrained_variants() else "none"
@@ -121,8 +134,32 @@ def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] 
         config.epochs1, config.epochs2 = split_epochs(epochs, config.weights)
     elif epochs is not None:
         config.epochs1, config.epochs2 = epochs
-    _validate(config, str(path) if path is not None else "command line")
+    _validate(config, source)
+    _check_weights(config.weights, source)
     return config
+
+
+def _check_weights(weights: str, source: str) -> None:
+    """A new run's weights: a known word or an existing file (a typo would otherwise fail later as a bad file)."""
+    if weights in WEIGHT_WORDS or Path(weights).is_file():
+        return
+    raise ConfigError(f"{source}: setting 'weights' must be imagenet, none or an existing weights file, found "
+                      f"{weights!r}{did_you_mean(weights, WEIGHT_WORDS[:2])}")
+
+
+def config_warnings(config: TrainConfig) -> list[str]:
+    """Settings that train without error but cannot learn: from-scratch weights with fine-tuning choices."""
+    if config.weights != "none":
+        return []
+    found = []
+    if config.epochs1 > 0:
+        found.append(f"weights = none with epochs1 = {config.epochs1}: phase 1 trains only the head on a random frozen "
+                     "backbone, which learns nothing; set epochs1 = 0 (--epochs N gives a from-scratch run all of "
+                     "its epochs unfrozen) or train from pretrained weights")
+    if config.lr2 <= FINE_TUNE_LR:
+        found.append(f"weights = none with lr2 = {config.lr2:g}: a fine-tuning rate, too small to train from random "
+                     f"weights; drop lr2 (from scratch it defaults to {SCRATCH_LR:g}) or set lr2 = {SCRATCH_LR:g}")
+    return found
 
 
 def read_config_file(path: str | Path) -> dict:
