@@ -8,6 +8,11 @@ from toolkit.cli import main
 from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command
 
 
+def warning_lines(warnings: list[str]) -> list[str]:
+    """The human form of a command's `warnings` list: one `warning: ...` line each."""
+    return [f"warning: {w}" for w in warnings]
+
+
 @cbtool_command(main, "demo-data")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the npz.")
 @click.option("--n", "n", type=int, default=2400, show_default=True, help="Number of images, planted ones included.")
@@ -42,10 +47,13 @@ def inspect_command(out: Output, data, allow_pickle) -> Result:
 
     info = describe(load_dataset(data, allow_pickle=allow_pickle))
     width = max(len(name) for name in info["class_counts"])
-    lines = [f"{info['path']} ({info['schema']} schema)", f"images      {tuple(info['shape'])} {info['dtype']}, values {info['value_range'][0]}-{info['value_range'][1]}",
-             f"duplicates  {info['exact_duplicates']} exact copies in {info['exact_duplicate_groups']} groups", "classes"]
+    lines = [f"{info['path']} ({info['schema']} schema)"]
+    for head, (role, s) in zip(("stored", ""), info["stored"].items()):
+        lines.append(f"{head:<11} {role}: '{s['key']}' {tuple(s['shape'])} {s['dtype']}" + (f", {s['converted']}" if s["converted"] else ""))
+    lines += [f"images      {tuple(info['shape'])} {info['dtype']}, values {info['value_range'][0]}-{info['value_range'][1]}",
+              f"duplicates  {info['exact_duplicates']} exact copies in {info['exact_duplicate_groups']} groups", "classes"]
     lines += [f"  {i:>2} {name:<{width}} {count:>7}" for i, (name, count) in enumerate(info["class_counts"].items())]
-    return Result(data=info, human="\n".join(lines))
+    return Result(data=info, human="\n".join(lines + warning_lines(info["warnings"])))
 
 
 @cbtool_command(main, "clean")
@@ -77,7 +85,8 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
     reasons = ", ".join(f"{k} {v}" for k, v in report.counts().items() if v)
     human = f"kept {len(report.kept)} of {report.n_input}; removed {len(report.removed)} ({reasons or 'nothing'})"
     human += "\n" + ("dry run: nothing written" if dry_run else f"wrote {output}") + (f"; report in {report_dir}" if report_dir else "")
-    return Result(data=payload, human=human)
+    payload["warnings"] = list(extra["dataset"].warnings)  # the loader's sanity findings (e.g. 0-1 floats rescaled)
+    return Result(data=payload, human="\n".join([human, *warning_lines(payload["warnings"])]))
 
 
 @cbtool_command(main, "split")
@@ -86,9 +95,10 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
 @click.option("--test", type=float, help="Test fraction (per class; default 0, no test.npz).")
 @click.option("--folds", type=click.IntRange(min=2), help="Write K folds instead: DIR/fold_1..fold_K (train.npz, val.npz) and DIR/folds.json.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")
+@click.option("--strict", is_flag=True, help="Refuse (exit 1, nothing written) when a class is too small to reach every split or fold.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for train.npz, val.npz (and test.npz), or the folds.")
 @allow_pickle_option
-def split_command(out: Output, data, val, test, folds, seed, out_dir, allow_pickle) -> Result:
+def split_command(out: Output, data, val, test, folds, seed, strict, out_dir, allow_pickle) -> Result:
     """Split stratified by class; near-duplicate groups never straddle train/val/test, or the K folds of --folds."""
     from toolkit.data.io import load_dataset
     from toolkit.data.split import fold_dataset, split_dataset
@@ -97,10 +107,14 @@ def split_command(out: Output, data, val, test, folds, seed, out_dir, allow_pick
         raise click.UsageError("--folds and --val/--test are exclusive: each fold is the validation set of one run")
     ds = load_dataset(data, allow_pickle=allow_pickle)
     if folds:
-        result = fold_dataset(ds, out_dir, folds, seed)
+        result = fold_dataset(ds, out_dir, folds, seed, strict=strict)
+        result.warnings[:0] = ds.warnings
         human = "\n".join(f"fold {f['fold']}: train {f['train']}, val {f['val']} -> {f['dir']}" for f in result.folds)
-        return Result(data=result.to_dict(), human=human + f"\n{result.groups_kept_together} duplicate groups kept within one fold; {result.folds_json}")
-    result = split_dataset(ds, out_dir, val=0.1 if val is None else val, test=test or 0.0, seed=seed)
+        human += f"\n{result.groups_kept_together} duplicate groups kept within one fold; {result.folds_json}"
+        return Result(data=result.to_dict(), human="\n".join([human, *warning_lines(result.warnings)]))
+    result = split_dataset(ds, out_dir, val=0.1 if val is None else val, test=test or 0.0, seed=seed, strict=strict)
+    result.warnings[:0] = ds.warnings
     data_out = {**result.to_dict(ds), "seed": seed}
     human = "; ".join(f"{name} {s['n']} -> {s['path']}" for name, s in data_out["splits"].items())
-    return Result(data=data_out, human=human + f"\n{result.groups_kept_together} duplicate groups kept within one split")
+    human += f"\n{result.groups_kept_together} duplicate groups kept within one split"
+    return Result(data=data_out, human="\n".join([human, *warning_lines(result.warnings)]))

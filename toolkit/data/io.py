@@ -1,7 +1,8 @@
 """Reading and writing training npz files in the AN2DL 2024, AN2DL 2023 and generic schemas.
 
 Every loader returns one normalised in-memory form, `Dataset`: uint8 images (N,H,W,3), int64 labels (N,),
-class names, and the row each image had in the original file.
+class names, and the row each image had in the original file. It also records how each array was stored and what the
+loader converted (`stored`), and the sanity findings that are not fatal (`warnings`) for the commands to print.
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ SCHEMAS = {"an2dl2024": ("images", "labels"), "an2dl2023": ("data", "labels"), "
 
 
 @dataclass
+class StoredArray:
+    """An array as the file stores it (key, dtype, shape) and the conversion the loader applied, if any."""
+
+    key: str
+    dtype: str
+    shape: list[int]
+    converted: str = ""
+
+    @classmethod
+    def of(cls, key: str, array: np.ndarray) -> "StoredArray":
+        return cls(key, str(array.dtype), [int(d) for d in array.shape])
+
+
+@dataclass
 class Dataset:
     """Images (uint8, N x H x W x 3), integer labels, class names, and each row's index in the source file."""
 
@@ -41,6 +56,8 @@ class Dataset:
     schema: str = "generic"
     source: Path | None = None
     extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one-line sanity findings the commands print and put in JSON
+    stored: dict[str, StoredArray] = field(default_factory=dict)  # "images"/"labels" -> how the file stored them
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -79,13 +96,29 @@ def load_dataset(path: str | Path, allow_pickle: bool = False, num_classes: int 
         original = read_array(path, archive, "original_indices", allow_pickle) if "original_indices" in archive.files else None
     finally:
         archive.close()
-    images = validate_images(path, image_key, raw_images)
+    warnings: list[str] = []
+    images, note = _to_uint8(path, image_key, raw_images, warnings)
     labels, class_names = _validate_labels(path, label_key, raw_labels, images.shape[0], names, num_classes, schema)
     if original is None:
         original = np.arange(images.shape[0], dtype=np.int64)
     elif original.shape != (images.shape[0],):
         raise DataError(f"{path}: 'original_indices' has shape {original.shape}, expected ({images.shape[0]},)")
-    return Dataset(images, labels, class_names, original.astype(np.int64), schema, path)
+    stored = {"images": _stored(image_key, raw_images, images, note), "labels": _stored(label_key, raw_labels, labels)}
+    return Dataset(images, labels, class_names, original.astype(np.int64), schema, path, warnings=warnings, stored=stored)
+
+
+def _stored(key: str, raw: np.ndarray, loaded: np.ndarray, note: str = "") -> StoredArray:
+    """How `raw` was stored, and the conversion (values, dtype, shape) that produced `loaded`."""
+    record = StoredArray.of(key, raw)
+    steps = [note] if note else []
+    if raw.dtype.kind in "OUS":
+        steps.append(f"names mapped to {loaded.dtype} class indices")
+    elif raw.dtype != loaded.dtype and not note:
+        steps.append(f"converted to {loaded.dtype}")
+    if raw.shape != loaded.shape:
+        steps.append(f"reshaped to {tuple(loaded.shape)}")
+    record.converted = ", ".join(steps)
+    return record
 
 
 def open_npz(path: Path, allow_pickle: bool):
@@ -133,32 +166,53 @@ def read_array(path: Path, archive, key: str, allow_pickle: bool) -> np.ndarray:
         raise DataError(f"{path}: cannot read array '{key}' ({_short(exc)}); the file may be truncated") from exc
 
 
-def validate_images(path: Path, key: str, images: np.ndarray) -> np.ndarray:
-    """`images` as (N, H, W, 3) numbers in 0-255, or a DataError naming the file, key and what was found."""
+def validate_images(path: Path, key: str, images: np.ndarray, warnings: list[str] | None = None) -> np.ndarray:
+    """`images` as (N, H, W, 3) uint8 in 0-255, or a DataError naming the file, key, what was found, the likely cause
+    and the fix; findings that are not fatal are appended to `warnings`."""
+    return _to_uint8(path, key, images, warnings if warnings is not None else [])[0]
+
+
+def _to_uint8(path: Path, key: str, images: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, str]:
+    """The uint8 (N,H,W,3) images and the value conversion applied ("" when none beyond the dtype)."""
+    _check_shape(path, key, images)
+    if images.dtype.kind == "b" or images.dtype.kind not in "iuf":
+        raise DataError(f"{path}: '{key}' has dtype {images.dtype}, expected uint8 or float pixel values 0-255")
+    note = ""
+    if images.dtype == np.uint8:
+        out = images
+    elif images.dtype.kind == "f":
+        out, note = _float_to_uint8(path, key, images, warnings)
+    else:
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{path}: '{key}' pixel values must lie in [0, 255]; found range [{lo}, {hi}]")
+        out = images.astype(np.uint8)
+    if not note and int(out.max()) == 1:
+        # x/255 cast to an integer type truncates every pixel to 0 (or 1 for white): the image is gone, not rescalable
+        raise DataError(f"{path}: '{key}' ({images.dtype}) holds only the values 0 and 1, expected raw pixels 0-255; "
+                        f"likely cause: images divided by 255 and then stored as integers (or rounded), which lost them; "
+                        f"fix: save the original uint8 pixels without dividing by 255")
+    return out, note
+
+
+def _check_shape(path: Path, key: str, images: np.ndarray) -> None:
     if images.dtype == object:
         raise DataError(f"{path}: '{key}' holds Python objects, expected a numeric array of shape (N,H,W,3)")
     if images.ndim == 3:
         raise DataError(f"{path}: '{key}' has shape {images.shape}, expected (N,H,W,3); found 1 channel (grayscale?)")
     if images.ndim != 4:
         raise DataError(f"{path}: '{key}' has shape {images.shape}, expected (N,H,W,3)")
+    if images.shape[1] == 3 and images.shape[-1] != 3:
+        raise DataError(f"{path}: '{key}' has shape {images.shape}, expected channels last (N,H,W,3); found channels "
+                        f"first (N,3,H,W), the PyTorch layout; fix: images = images.transpose(0, 2, 3, 1) before saving")
     if images.shape[-1] != 3:
         what = {1: "1 channel (grayscale)", 4: "4 channels (RGBA?)"}.get(images.shape[-1], f"{images.shape[-1]} channels")
         raise DataError(f"{path}: '{key}' has shape {images.shape}, expected 3 channels (RGB); found {what}")
     if images.shape[0] == 0:
         raise DataError(f"{path}: '{key}' is empty, expected at least one image")
-    if images.dtype == np.uint8:
-        return images
-    if images.dtype.kind == "b" or images.dtype.kind not in "iuf":
-        raise DataError(f"{path}: '{key}' has dtype {images.dtype}, expected uint8 or float pixel values 0-255")
-    if images.dtype.kind == "f":
-        return _float_to_uint8(path, key, images)
-    lo, hi = int(images.min()), int(images.max())
-    if lo < 0 or hi > 255:
-        raise DataError(f"{path}: '{key}' pixel values must lie in [0, 255]; found range [{lo}, {hi}]")
-    return images.astype(np.uint8)
 
 
-def _float_to_uint8(path: Path, key: str, images: np.ndarray) -> np.ndarray:
+def _float_to_uint8(path: Path, key: str, images: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, str]:
     finite = np.isfinite(images)
     if not finite.all():
         bad = int(np.argmin(finite.reshape(len(images), -1).all(axis=1)))
@@ -166,15 +220,34 @@ def _float_to_uint8(path: Path, key: str, images: np.ndarray) -> np.ndarray:
         raise DataError(f"{path}: '{key}' contains {kind} values (first in image {bad}); expected pixel values 0-255")
     lo, hi = float(images.min()), float(images.max())
     if lo < 0 or hi > 255:
-        raise DataError(f"{path}: '{key}' float pixel values must lie in [0, 255]; found range [{lo:g}, {hi:g}]")
-    if hi <= 1.0 and lo >= 0 and images.size > 0 and np.any((images > 0) & (images < 1)):
-        raise DataError(f"{path}: '{key}' looks scaled to [0, 1] (max {hi:g}); expected raw pixel values 0-255")
+        raise DataError(f"{path}: '{key}' float pixel values must lie in [0, 255]; found range [{lo:g}, {hi:g}]"
+                        + _range_hint(lo, hi))
+    if hi <= 1.0 and np.any((images > 0) & (images < 1)):
+        # Some datasets are stored as floats in [0, 1]; the grader feeds 0-255, so rescale rather than refuse.
+        warnings.append(f"{path}: '{key}' holds floats in [0, 1] (max {hi:g}), expected raw pixels 0-255 (what the "
+                        f"grader feeds and the model expects); likely cause: saved after x/255; cbtool multiplied "
+                        f"by 255 and rounded to uint8; fix: store the raw uint8 pixels")
+        return np.rint(images * 255.0).astype(np.uint8), "scaled from 0-1 by 255 and rounded to uint8"
     rounded = np.rint(images)
     off = np.abs(images - rounded) > 1e-3
     if off.any():
         bad = int(np.argmax(off.reshape(len(images), -1).any(axis=1)))
         raise DataError(f"{path}: '{key}' holds non-integral pixel values (first in image {bad}); expected whole numbers 0-255")
-    return rounded.astype(np.uint8)
+    return rounded.astype(np.uint8), ""
+
+
+def _range_hint(lo: float, hi: float) -> str:
+    """The likely cause and fix for float pixels outside [0, 255], from the range's shape."""
+    if lo >= -1.0 and hi <= 1.0:
+        return ("; likely cause: normalised to [-1, 1] (x/127.5 - 1, preprocess_input's 'tf' mode); "
+                "fix: store raw pixels, e.g. np.rint((x + 1) * 127.5).astype(np.uint8)")
+    if lo < 0 and hi <= 5.0:
+        return ("; likely cause: standardised per channel ((x/255 - mean)/std, preprocess_input's 'torch' mode); "
+                "fix: store the raw uint8 pixels")
+    if -130.0 <= lo < 0 and hi <= 155.0:
+        return ("; likely cause: ImageNet mean subtracted (preprocess_input's 'caffe' mode, often BGR too); "
+                "fix: store the raw uint8 RGB pixels")
+    return ""
 
 
 def _validate_labels(path, key, labels, n, names, num_classes, schema):

@@ -26,12 +26,14 @@ class SplitResult:
     indices: dict[str, np.ndarray]
     groups_kept_together: int
     paths: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self, ds: Dataset) -> dict:
         return {
             "splits": {name: {"n": int(len(idx)), "class_counts": ds.subset(idx).class_counts(), "path": self.paths.get(name)}
                        for name, idx in self.indices.items()},
             "groups_kept_together": self.groups_kept_together,
+            "warnings": list(self.warnings),
         }
 
 
@@ -62,20 +64,43 @@ def split_indices(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, f
 
 
 def split_dataset(ds: Dataset, out_dir: str | Path, val: float = 0.1, test: float = 0.0, seed: int = 0,
-                  config: CleanConfig | None = None) -> SplitResult:
-    """Split `ds` into train/val(/test) npz files in `out_dir`, in the input's schema, keeping original indices."""
+                  config: CleanConfig | None = None, strict: bool = False) -> SplitResult:
+    """Split `ds` into train/val(/test) npz files in `out_dir`, in the input's schema, keeping original indices.
+    A class missing from a split is a warning, or with `strict` a ConfigError before anything is written."""
     fractions = {"val": val, **({"test": test} if test > 0 else {})}
     if val <= 0:
         raise ConfigError(f"--val must be > 0, got {val}")
     groups, together = duplicate_groups(ds, config)
     indices = split_indices(ds.labels, groups, fractions, seed)
-    result = SplitResult(indices, together)
+    asked = ", ".join(f"--{name} {f:g}" for name, f in fractions.items())
+    fix = "gather more images of it or use larger fractions (duplicate copies count once: a group stays whole)"
+    result = SplitResult(indices, together, warnings=_coverage(ds, indices, asked, fix, strict))
     out_dir = Path(out_dir)
     for name, idx in indices.items():
         if len(idx) == 0:
             raise ConfigError(f"split '{name}' would be empty ({len(ds)} images); use a larger fraction or more data")
         result.paths[name] = str(save_dataset(ds.subset(idx), out_dir / f"{name}.npz"))
     return result
+
+
+def _coverage(ds: Dataset, parts: dict[str, np.ndarray], asked: str, fix: str, strict: bool) -> list[str]:
+    """One line per class that some part (a split, or a fold's val) holds none of; raised instead under `strict`."""
+    table = np.zeros((ds.num_classes, len(parts)), np.int64)
+    for k, idx in enumerate(parts.values()):
+        table[:, k] = np.bincount(ds.labels[idx], minlength=ds.num_classes)
+    lines = []
+    for c, row in enumerate(table):
+        if row.all():
+            continue
+        missing = [name for name, n in zip(parts, row) if n == 0]
+        counts = ", ".join(f"{name}: {n}" for name, n in zip(parts, row))
+        lines.append(f"class '{ds.class_names[c]}' has {int(row.sum())} images, too few for {asked} ({counts}): "
+                     f"{' and '.join(missing)} {'holds' if len(missing) == 1 else 'hold'} none of it, so its accuracy "
+                     f"there is unmeasured; {fix}")
+    if strict and lines:
+        more = f" (and {len(lines) - 1} more classes)" if len(lines) > 1 else ""
+        raise ConfigError(f"{ds.source or 'dataset'}: --strict: {lines[0]}{more}")
+    return lines
 
 
 def duplicate_groups(ds: Dataset, config: CleanConfig | None = None) -> tuple[np.ndarray, int]:
@@ -125,16 +150,21 @@ class FoldsResult(Result):
     n: int
     groups_kept_together: int
     folds: list[dict]  # per fold: fold (1-based), dir, train, val, class_counts (of val)
+    warnings: list[str] = field(default_factory=list)  # classes some fold's val holds none of
 
 
-def fold_dataset(ds: Dataset, out_dir: str | Path, k: int, seed: int = 0, config: CleanConfig | None = None) -> FoldsResult:
-    """Write DIR/fold_i/{train,val}.npz for i = 1..k (val = fold i) and DIR/folds.json (fold and group of every row)."""
+def fold_dataset(ds: Dataset, out_dir: str | Path, k: int, seed: int = 0, config: CleanConfig | None = None,
+                 strict: bool = False) -> FoldsResult:
+    """Write DIR/fold_i/{train,val}.npz for i = 1..k (val = fold i) and DIR/folds.json (fold and group of every row).
+    A class that some fold's val lacks is a warning, or with `strict` a ConfigError before anything is written."""
     groups, together = duplicate_groups(ds, config)
     fold = fold_indices(ds.labels, groups, k, seed)
     sizes = np.bincount(fold, minlength=k)
     if sizes.min() == 0:
         raise ConfigError(f"--folds {k}: fold {int(sizes.argmin()) + 1} would be empty ({len(ds)} images in "
                           f"{int(groups.max()) + 1} duplicate groups); use fewer folds or more data")
+    parts = {f"fold {i + 1}": np.flatnonzero(fold == i) for i in range(k)}
+    warnings = _coverage(ds, parts, f"--folds {k}", "gather more images of it or use fewer folds", strict)
     root = FoldsDir(out_dir)
     folds = []
     for i in range(k):
@@ -144,7 +174,7 @@ def fold_dataset(ds: Dataset, out_dir: str | Path, k: int, seed: int = 0, config
         save_dataset(val, where.val)
         folds.append({"fold": i + 1, "dir": str(where), "train": len(ds) - len(val), "val": len(val),
                       "class_counts": val.class_counts()})
-    result = FoldsResult(str(root), str(root.folds_json), k, seed, len(ds), together, folds)
+    result = FoldsResult(str(root), str(root.folds_json), k, seed, len(ds), together, folds, warnings)
     write_json(root.folds_json, {**result.to_dict(), "source": str(ds.source) if ds.source else None,
                                  "class_names": list(ds.class_names),
                                  "rows": {"original_index": ds.original_indices.tolist(), "fold": (fold + 1).tolist(),
