@@ -16,9 +16,13 @@ the network from a model_spec (`build_model(spec, onnx_friendly=False)`, numpy +
 portable model.py embeds verbatim; `input_layer`, the first layer (its input is the tensor the network sees);
 `min_input_size`, the smallest input side (the total downsampling); `freezing`, the phase-1/phase-2 rule in words;
 `onnx_twin`, whether `build_model(spec, onnx_friendly=True)` gives the ONNX-convertible twin.
-`Variant` fields: `name`; `family`; `arch`, what the spec needs besides the head (depths, dims); `imagenet`, where
-Keras' notop ImageNet weights live (file, URL, sha256) or None; `keras_app`, the keras.applications class it maps
-from, or None.
+`Variant` fields: `name` (`<family>_<size>`: arch.py's build_model dispatches on the part before the first "_");
+`family`; `arch`, what the spec needs besides the head (every value a list: ConvNeXt's depths and dims,
+EfficientNetV2's blocks, stem/top widths and input rescaling); `imagenet`, where Keras' notop ImageNet weights live
+(file, URL, hash) or None; `keras_app`, the keras.applications class it maps from, or None.
+
+Both families share `toolkit/arch.py` as their arch source: a submission embeds one self-contained file, and one
+copy of the weights-file code (save/load_weights_npz) serves every family.
 """
 
 from __future__ import annotations
@@ -37,11 +41,24 @@ _KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/
 
 @dataclass(frozen=True)
 class ImagenetWeights:
-    """Keras' notop ImageNet weights of a variant: the cache file name, its download URL and sha256."""
+    """Keras' notop ImageNet weights of a variant: the cache file name, its download URL, and the hash Keras checks.
+
+    `file_hash` is Keras' own value: a sha256 for ConvNeXt, an md5 for EfficientNetV2 (keras.utils.get_file tells
+    them apart by length, as it does for keras.applications itself)."""
 
     file: str
     url: str
-    sha256: str
+    file_hash: str
+
+    @property
+    def algorithm(self) -> str:
+        """"sha256" or "md5", as keras.utils.get_file's hash_algorithm="auto" decides."""
+        return "sha256" if len(self.file_hash) == 64 else "md5"
+
+    @property
+    def sha256(self) -> str:
+        """The hash under its historical name (callers pass it to get_file, which accepts either algorithm)."""
+        return self.file_hash
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,7 @@ class Family:
 
     def arch_module(self) -> ModuleType:
         """The `arch_source` file as a module: build_model, save_weights_npz, load_weights_npz (imports TensorFlow)."""
-        return importlib.import_module("toolkit." + Path(self.arch_source).stem)
+        return importlib.import_module("toolkit." + ".".join(Path(self.arch_source).with_suffix("").parts))
 
     @property
     def arch_path(self) -> Path:
@@ -87,6 +104,41 @@ def _convnext(name: str, depths: tuple, dims: tuple, sha256: str | None, keras_a
     return Variant(name, "convnext", {"depths": list(depths), "dims": list(dims)}, imagenet, keras_app)
 
 
+# keras.applications' EfficientNetV2 input rescaling, as one per-channel scale/offset on raw 0-255 pixels: the B
+# variants x/255 then ImageNet mean/std (its Normalization layer), S/M/L x/128 - 1.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_RESCALE_B = [[1.0 / (255.0 * s) for s in _IMAGENET_STD], [-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)]]
+_RESCALE_SML = [[1.0 / 128.0] * 3, [-1.0] * 3]
+
+
+def _mb(fused: int, repeats: int, in_: int, out: int, expand: int, strides: int, se: float = 0.0) -> dict:
+    """One stage of EfficientNetV2 blocks (keras' blocks_args; kernel 3 everywhere, width/depth coefficients 1)."""
+    return {"fused": fused, "repeats": repeats, "kernel": 3, "strides": strides, "expand": expand,
+            "in": in_, "out": out, "se": se}
+
+
+def _effnetv2(size: str, blocks: list, stem_top: tuple, rescale: list, md5: str | None) -> Variant:
+    name, keras_name = f"efficientnetv2_{size}", f"efficientnetv2-{size}"
+    file = f"{keras_name}_notop.h5"
+    imagenet = ImagenetWeights(file, f"{_KERAS_APPS_URL}efficientnet_v2/{file}", md5) if md5 else None
+    keras_app = f"EfficientNetV2{size.upper()}" if md5 else None
+    arch = {"blocks": blocks, "stem_top_filters": list(stem_top), "input_rescale": rescale}
+    return Variant(name, "efficientnetv2", arch, imagenet, keras_app)
+
+
+_B0 = [_mb(1, 1, 32, 16, 1, 1), _mb(1, 2, 16, 32, 4, 2), _mb(1, 2, 32, 48, 4, 2), _mb(0, 3, 48, 96, 4, 2, 0.25),
+       _mb(0, 5, 96, 112, 6, 1, 0.25), _mb(0, 8, 112, 192, 6, 2, 0.25)]
+_S = [_mb(1, 2, 24, 24, 1, 1), _mb(1, 4, 24, 48, 4, 2), _mb(1, 4, 48, 64, 4, 2), _mb(0, 6, 64, 128, 4, 2, 0.25),
+      _mb(0, 9, 128, 160, 6, 1, 0.25), _mb(0, 15, 160, 256, 6, 2, 0.25)]
+_M = [_mb(1, 3, 24, 24, 1, 1), _mb(1, 5, 24, 48, 4, 2), _mb(1, 5, 48, 80, 4, 2), _mb(0, 7, 80, 160, 4, 2, 0.25),
+      _mb(0, 14, 160, 176, 6, 1, 0.25), _mb(0, 18, 176, 304, 6, 2, 0.25), _mb(0, 5, 304, 512, 6, 1, 0.25)]
+_L = [_mb(1, 4, 32, 32, 1, 1), _mb(1, 7, 32, 64, 4, 2), _mb(1, 7, 64, 96, 4, 2), _mb(0, 10, 96, 192, 4, 2, 0.25),
+      _mb(0, 19, 192, 224, 6, 1, 0.25), _mb(0, 25, 224, 384, 6, 2, 0.25), _mb(0, 7, 384, 640, 6, 1, 0.25)]
+# tiny, for tests: both block kinds, a residual of each, squeeze-excite, the same /32 downsampling; no ImageNet weights
+_TEST = [_mb(1, 2, 16, 16, 1, 1), _mb(1, 1, 16, 24, 4, 2), _mb(0, 2, 24, 32, 4, 2, 0.25), _mb(0, 1, 32, 48, 4, 2, 0.25),
+         _mb(0, 1, 48, 64, 4, 2, 0.25)]
+
+
 FAMILIES = {
     "convnext": Family(
         name="convnext", impl="toolkit.families.convnext", arch_source="arch.py", input_layer="cbtool_input_norm",
@@ -94,9 +146,19 @@ FAMILIES = {
         freezing="phase 1 trains the head (pooling onwards); phase 2 everything, or the head and the last N stages "
                  "(a downsampling layer belongs to the stage it leads into)",
     ),
+    "efficientnetv2": Family(
+        name="efficientnetv2", impl="toolkit.families.efficientnetv2", arch_source="arch.py",
+        input_layer="cbtool_input_norm", min_input_size=32,
+        freezing="phase 1 trains the head (pooling onwards); phase 2 everything, or the head and the last N stages "
+                 "(the stem is stage 0, top_conv/top_bn belong to the last stage). BatchNormalization layers freeze "
+                 "with their stage, and a frozen one runs in inference mode (its moving mean/variance, ImageNet's "
+                 "when pretrained) even while fit() trains the rest: Keras' rule for trainable=False; an unfrozen "
+                 "one normalises by batch statistics and updates its moving averages (momentum 0.9, as keras')",
+    ),
 }
 
-# sha256 values: Keras' own (keras/src/applications/convnext.py WEIGHTS_HASHES[variant][1]); tests compare them.
+# Hashes: Keras' own (keras/src/applications/convnext.py WEIGHTS_HASHES[variant][1], sha256;
+# efficient_net_v2.py WEIGHTS_HASHES[size][1], md5); tests compare them and the architectures with keras'.
 VARIANTS = {v.name: v for v in (
     _convnext("convnext_test", (1, 1, 2, 1), (8, 16, 32, 64), None, None),  # tiny, for tests: no ImageNet weights
     _convnext("convnext_tiny", (3, 3, 9, 3), (96, 192, 384, 768),
@@ -107,6 +169,13 @@ VARIANTS = {v.name: v for v in (
               "40a20c5548a5e9202f69735ecc06c990e6b7c9d2de39f0361e27baeb24cb7c45", "ConvNeXtBase"),
     _convnext("convnext_large", (3, 3, 27, 3), (192, 384, 768, 1536),
               "96f02b6f0753d4f543261bc9d09bed650f24dd6bc02ddde3066135b63d23a1cd", "ConvNeXtLarge"),
+    _convnext("convnext_xlarge", (3, 3, 27, 3), (256, 512, 1024, 2048),
+              "de3f8a54174130e0cecdc71583354753d557fcf1f4487331558e2a16ba0cfe05", "ConvNeXtXLarge"),
+    _effnetv2("test", _TEST, (16, 128), _RESCALE_SML, None),
+    _effnetv2("b0", _B0, (32, 1280), _RESCALE_B, "893217f2bb855e2983157299931e43ff"),
+    _effnetv2("s", _S, (24, 1280), _RESCALE_SML, "af0682fb74e8c54910f2d4393339c070"),
+    _effnetv2("m", _M, (24, 1280), _RESCALE_SML, "1b8dc055df72dde80d614482840fe342"),
+    _effnetv2("l", _L, (32, 1280), _RESCALE_SML, "b0b66b5c863aef5b46e8608fe1711615"),
 )}
 
 
