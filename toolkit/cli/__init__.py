@@ -8,7 +8,7 @@ import sys
 import click
 
 from toolkit import __version__
-from toolkit.cli._common import Output, fail
+from toolkit.cli._common import Output, fail, global_flags
 
 # Each module registers its commands on `main` as it is imported.
 COMMAND_MODULES = ("data_cmds", "train_cmds", "export_cmds", "submission_cmds", "runtime_cmds", "simulate_cmds", "predict_cmds",
@@ -20,22 +20,30 @@ class _Group(click.Group):
 
     def main(self, args=None, **kwargs):  # noqa: D401 - click signature
         argv = list(sys.argv[1:] if args is None else args)
-        as_json = "--json" in argv
+        out = Output(json="--json" in argv, debug="--debug" in argv)
         try:
-            # Under --json click must not print its own usage text, so its errors come back here instead.
-            return super().main(args=argv, standalone_mode=not as_json, **kwargs)
+            # click must not print its own multi-line usage text: its errors come back here and leave through `fail`.
+            code = super().main(args=argv, standalone_mode=False, **kwargs)
         except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
+            code = exc.exit_code
+        except click.exceptions.NoArgsIsHelpError as exc:
+            if not out.json:
+                exc.show()  # `cbtool` alone: the help text, exit 2
+            code = fail(out, exc) if out.json else exc.exit_code
         except (Exception, KeyboardInterrupt) as exc:
-            sys.exit(fail(Output(json=as_json, debug="--debug" in argv), exc))
+            code = fail(out, exc)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
+@global_flags
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cbtool")
 def main() -> None:
     """cbtool: make Codabench/CodaLab code-submission failures visible before you upload.
 
-    Exit codes: 0 ok, 1 cbtool error, 2 usage error, 3 the submission failed.
+    --json, --quiet and --debug go before or after the command name.
+
+    Exit codes: 0 ok, 1 cbtool error, 2 usage error (a bad option value), 3 the submission failed, 130 interrupted.
     """
 
 

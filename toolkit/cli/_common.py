@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from toolkit.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CbtoolError
+from toolkit.cli._native_logs import quiet_native_logs
+from toolkit.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CbtoolError, UsageError, did_you_mean
 from toolkit.fsutil import json_default
 
 
@@ -95,16 +96,51 @@ def _json_default(obj: Any):
         return str(obj)
 
 
+# The three flags every command takes, after the command name or (on the group) before it.
+_FLAGS = {
+    "as_json": (("--json",), "Print exactly one JSON document on stdout, errors included."),
+    "quiet": (("--quiet", "-q"), "No progress bars or chatter on stderr."),
+    "debug": (("--debug",), "Show the full traceback instead of a one-line error, and TensorFlow's own log lines."),
+}
+
+
+def _flag(name: str, **kwargs: Any) -> Callable:
+    decls, text = _FLAGS[name]
+    return click.option(*decls, name, is_flag=True, help=text, **kwargs)
+
+
 def json_option(fn):
-    return click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout, errors included.")(fn)
+    return _flag("as_json")(fn)
 
 
 def quiet_option(fn):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter on stderr.")(fn)
+    return _flag("quiet")(fn)
 
 
 def debug_option(fn):
-    return click.option("--debug", is_flag=True, help="Show the full traceback instead of a one-line error.")(fn)
+    return _flag("debug")(fn)
+
+
+def _remember_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # ctx.meta is shared by the whole context chain, so the command below sees it
+        ctx.meta[f"cbtool.{param.name}"] = True
+
+
+def global_flags(group: click.Group) -> click.Group:
+    """Let --json/--quiet/--debug also come before the command name (`cbtool --json inspect x`)."""
+    for name in _FLAGS:
+        group = _flag(name, expose_value=False, callback=_remember_flag)(group)
+    return group
+
+
+class Choice(click.Choice):
+    """click.Choice whose refusal ends with " (did you mean X?)": use it for every option with a closed set of values."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            self.fail(f"{exc.message}{did_you_mean(value, self.choices)}", param, ctx)
 
 
 def allow_pickle_option(fn: Callable) -> Callable:
@@ -115,8 +151,22 @@ def allow_pickle_option(fn: Callable) -> Callable:
 
 def profiles_file_option(fn: Callable) -> Callable:
     """--profiles-file PATH (parameter `profiles_file`): user-defined runtime profiles."""
-    return click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    # Eager, so --profile's check sees the file's profiles whichever of the two comes first on the line.
+    return click.option("--profiles-file", type=click.Path(dir_okay=False, path_type=Path), default=None, is_eager=True,
                         help="TOML file with user-defined profiles.")(fn)
+
+
+def check_profile_name(ctx: click.Context, param: click.Parameter, name: str | None) -> str | None:
+    """Click callback: an unknown profile name is a usage error (exit 2) with a "did you mean", before any work."""
+    if name is None or ctx.resilient_parsing:
+        return name
+    from toolkit.runtime.profiles import profile_names, unknown_profile_message
+
+    known = profile_names(ctx.params.get("profiles_file"))
+    if name not in known:
+        where = param.opts[0] if isinstance(param, click.Option) else (param.metavar or str(param.name).upper())
+        raise UsageError(f"{where}: {unknown_profile_message(name, known)}")
+    return name
 
 
 def profile_option(default: str | None) -> Callable:
@@ -125,7 +175,8 @@ def profile_option(default: str | None) -> Callable:
         text = "Runtime profile (default: the one recorded in the zip's manifest.json, else an2dl-2024)."
     else:
         text = "Runtime profile: an2dl-2024, an2dl-2023, local, or one from --profiles-file."
-    return click.option("--profile", "profile_name", default=default, show_default=default is not None, help=text)
+    return click.option("--profile", "profile_name", default=default, show_default=default is not None, help=text,
+                        callback=check_profile_name)
 
 
 def cbtool_command(group: click.Group, name: str, **kwargs: Any) -> Callable:
@@ -140,7 +191,10 @@ def cbtool_command(group: click.Group, name: str, **kwargs: Any) -> Callable:
         @debug_option
         @functools.wraps(fn)
         def wrapper(as_json: bool, quiet: bool, debug: bool, **options: Any) -> None:
-            out = Output(json=as_json, quiet=quiet, debug=debug)
+            meta = click.get_current_context().meta  # the flags given before the command name
+            out = Output(json=as_json or meta.get("cbtool.as_json", False), quiet=quiet or meta.get("cbtool.quiet", False),
+                         debug=debug or meta.get("cbtool.debug", False))
+            quiet_native_logs(not out.debug)  # before the command imports TensorFlow
             try:
                 code = _emit(out, fn(out, **options))
             except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -173,9 +227,17 @@ def fail(out: Output, exc: BaseException) -> int:
     elif error["kind"] == "internal":
         hint = "" if out.debug else " (run with --debug for the traceback)"
         _echo(f"error: internal error: {error['type']}: {error['message']}{hint}", err=True)
+    elif error["kind"] == "usage":  # one line, where click would print its usage block
+        _echo(f"error: {' '.join(error['message'].split())}{_help_hint(exc)}", err=True)
     else:
         _echo(f"error: {error['message']}", err=True)
     return code
+
+
+def _help_hint(exc: BaseException) -> str:
+    """" (see 'cbtool check --help')" for a usage error raised while a command line was being read or run."""
+    ctx = getattr(exc, "ctx", None) or click.get_current_context(silent=True)
+    return f" (see '{ctx.command_path} --help')" if ctx is not None else ""
 
 
 def _classify(exc: BaseException) -> tuple[dict, int]:

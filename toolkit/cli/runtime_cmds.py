@@ -7,16 +7,17 @@ from pathlib import Path
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, cbtool_command, profiles_file_option
+from toolkit.cli._common import Output, Result, cbtool_command, check_profile_name, global_flags, profiles_file_option
 
 
+@global_flags
 @main.group("runtime")
 def runtime_group() -> None:
     """Runtime profiles: the grader's Python environments (pinned venvs cached under the user cache dir)."""
 
 
 @cbtool_command(runtime_group, "create", help="Build PROFILE's pinned venv once with pip (needs the package registry); reused afterwards.")
-@click.argument("profile_name", metavar="PROFILE")
+@click.argument("profile_name", metavar="PROFILE", callback=check_profile_name)
 @profiles_file_option
 def create_command(out: Output, profile_name: str, profiles_file: Path | None) -> Result:
     from toolkit.runtime.runtimes import create_runtime

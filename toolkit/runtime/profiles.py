@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.contract import AN2DL_2023, AN2DL_2024, Contract, contract_from
-from toolkit.errors import RuntimeProfileError
+from toolkit.errors import RuntimeProfileError, did_you_mean
 from toolkit.settings import check_settings
 
 # Profile-level keys of earlier profile files, folded into the contract (`input_dtypes` -> contract.dtypes).
@@ -108,8 +108,18 @@ def get_profile(name: str, profiles_file: str | os.PathLike | None = None) -> Pr
     user = load_user_profiles(profiles_file) if profiles_file else {}
     if name in user:
         return user[name]
-    known = sorted([*BUILTIN, "local", *user])
-    raise RuntimeProfileError(f"unknown runtime profile {name!r}; expected one of {', '.join(known)}")
+    raise RuntimeProfileError(unknown_profile_message(name, [*BUILTIN, "local", *user]))
+
+
+def profile_names(profiles_file: str | os.PathLike | None = None) -> list[str]:
+    """Every profile name `get_profile` accepts: the built-ins, `local`, and those in `profiles_file`."""
+    user = load_user_profiles(profiles_file) if profiles_file else {}
+    return sorted([*BUILTIN, "local", *user])
+
+
+def unknown_profile_message(name: str, known) -> str:
+    """'unknown profile X (did you mean Y?); known: ...', the one wording for a profile name nobody defined."""
+    return f"unknown profile {name}{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
 
 
 def load_user_profiles(path: str | os.PathLike) -> dict[str, Profile]:
