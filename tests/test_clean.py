@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from toolkit.data.clean import CleanConfig, colour_thumbnails, find_problems, outlier_scores
+from toolkit.data.clean import CleanConfig, colour_thumbnails, contrast, find_problems, grey_thumbnails, outlier_scores
 from toolkit.data.demo import make_demo
 from toolkit.errors import ConfigError
 
@@ -43,15 +43,26 @@ def test_planted_problems_removed_and_genuine_kept(demo, report):
     assert len(report.kept) + len(report.removed) == len(ds)
 
 
-def test_near_duplicates_report_both_distances_within_thresholds(report):
+def test_near_duplicates_report_both_distances_within_thresholds(demo, report):
     near = [r for r in report.removed if r.reason == "near_duplicate"]
     assert near
     config = CleanConfig()
+    kept = {g.id: g.kept for g in report.groups}
+    spread = contrast(grey_thumbnails(colour_thumbnails(demo[0].images)))
     for r in near:
-        assert r.pixel_distance <= config.pixel_threshold
+        lower = min(spread[r.index], spread[kept[r.group]])
+        assert r.pixel_distance <= max(config.pixel_threshold, config.contrast_threshold * lower) + 1e-3
         assert r.phash_distance <= config.phash_threshold or r.dhash_distance <= config.dhash_threshold
     # the hash search alone proposes far more pairs than survive the pixel check (smooth images collide)
     assert report.candidates["rejected_by_pixels"] > 10 * report.candidates["confirmed"]
+
+
+def test_no_false_merges_every_group_is_one_planted_group(demo, report):
+    ds, truth = demo
+    planted = {m: (kind, k) for kind, gs in truth["groups"].items() for k, g in enumerate(gs) for m in g}
+    assert report.groups
+    for group in report.groups:  # smooth distinct cells are never linked, whatever the contrast term allows
+        assert len({planted.get(m, ("genuine", m)) for m in group.members}) == 1, group
 
 
 def test_pixel_check_is_what_keeps_genuine_images(demo):
@@ -96,3 +107,5 @@ def test_bad_config_is_a_config_error():
         CleanConfig(conflicts="vote")
     with pytest.raises(ConfigError, match="phash_threshold"):
         CleanConfig(phash_threshold=64)
+    with pytest.raises(ConfigError, match="contrast_threshold"):
+        CleanConfig(contrast_threshold=-0.1)

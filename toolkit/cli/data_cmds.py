@@ -64,9 +64,10 @@ def inspect_command(out: Output, data, allow_pickle) -> Result:
 @click.option("--conflicts", type=click.Choice(["drop", "keep-majority"]), default="drop", show_default=True, help="A duplicate group with different labels: drop all of it, or keep one copy with the majority label.")
 @click.option("--threshold", type=int, help="Hamming threshold for both pHash and dHash candidates (default 8).")
 @click.option("--pixel-threshold", type=float, help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
+@click.option("--contrast-threshold", type=float, help="... or within this share of the pair's lower contrast, for JPEG copies of high-contrast images (default 0.04; 0 = off).")
 @click.option("--drop-outliers", type=int, default=0, show_default=True, help="Also drop the N images most unlike their class.")
 @allow_pickle_option
-def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, drop_outliers, allow_pickle) -> Result:
+def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, contrast_threshold, drop_outliers, allow_pickle) -> Result:
     """Remove exact and near duplicates, conflicting labels and out-of-context clusters; report what and why."""
     from toolkit.data.clean import CleanConfig
     from toolkit.data.clean_report import clean_file
@@ -76,7 +77,8 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
         raise ConfigError("clean needs -o/--output for the cleaned npz (or --dry-run to only report)")
     config = CleanConfig(conflicts=conflicts, drop_outliers=drop_outliers,
                          **({"phash_threshold": threshold, "dhash_threshold": threshold} if threshold is not None else {}),
-                         **({"pixel_threshold": pixel_threshold} if pixel_threshold is not None else {}))
+                         **({"pixel_threshold": pixel_threshold} if pixel_threshold is not None else {}),
+                         **({"contrast_threshold": contrast_threshold} if contrast_threshold is not None else {}))
     with out.progress_callback("perceptual hashes", "img") as hashed:
         report, extra = clean_file(data, output, report_dir, config, allow_pickle=allow_pickle, dry_run=dry_run,
                                    progress=hashed)

@@ -26,6 +26,12 @@ from toolkit.errors import ConfigError
 PHASH_THRESHOLD = 8
 DHASH_THRESHOLD = 8
 PIXEL_THRESHOLD = 1.5
+# JPEG's error sits on edges, so it grows with an image's contrast (the mean absolute deviation of its grey
+# thumbnail): the striped demo poster re-encoded at q85 moves 2.01 (contrast 71, so 0.028 of it; q70 0.038), past
+# PIXEL_THRESHOLD, while smooth cell copies stay <= 1.2. A pair also counts when its distance is within this share of
+# the lower contrast of the two. Demo seeds 0-5: true pairs reach at most 0.71 of the resulting limit, distinct pairs
+# (about 3,000 per seed with enough contrast for this term to matter) come no closer than 1.34 of it.
+CONTRAST_THRESHOLD = 0.04
 THUMB = 32
 
 REASONS = ("outlier_cluster", "conflicting_labels", "exact_duplicate", "near_duplicate", "outlier")
@@ -38,6 +44,7 @@ class CleanConfig:
     phash_threshold: int = PHASH_THRESHOLD
     dhash_threshold: int = DHASH_THRESHOLD
     pixel_threshold: float = PIXEL_THRESHOLD
+    contrast_threshold: float = CONTRAST_THRESHOLD  # or within this share of the pair's lower contrast (0 = off)
     conflicts: str = "drop"  # or "keep-majority"
     cluster_min_copies: int = 10  # a group this large is an out-of-context cluster (the AN2DL memes: 98-1,600 copies)
     cluster_min_classes: int = 3  # ... and so is one whose copies carry this many different labels
@@ -51,8 +58,9 @@ class CleanConfig:
         for name in ("phash_threshold", "dhash_threshold"):
             if not 0 <= getattr(self, name) < 64:
                 raise ConfigError(f"{name} must be 0-63 (bits of a 64-bit hash), got {getattr(self, name)}")
-        if self.pixel_threshold < 0:
-            raise ConfigError(f"pixel_threshold must be >= 0, got {self.pixel_threshold}")
+        for name in ("pixel_threshold", "contrast_threshold"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -147,7 +155,7 @@ def find_links(images: np.ndarray, config: CleanConfig | None = None, timings: d
     t = time.perf_counter()
     colour = colour_thumbnails(images)
     thumbs = grey_thumbnails(colour)
-    _, ok = confirm_pairs(thumbs, i, j, config.pixel_threshold)
+    _, ok = confirm_pairs(thumbs, i, j, config.pixel_threshold, config.contrast_threshold)
     edges_i = np.concatenate([np.arange(n), i[ok]])
     edges_j = np.concatenate([exact, j[ok]])
     component = hashing.connected_components(n, edges_i, edges_j)
@@ -204,15 +212,32 @@ def pixel_distance(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int 
     return out
 
 
-def confirm_pairs(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel distance of each pair and whether it is <= threshold. A 4x4-pooled distance, a lower bound of the
-    full one (|mean of differences| <= mean of |differences|), rejects most hash collisions at 1/16 of the cost."""
+def contrast(thumbs: np.ndarray) -> np.ndarray:
+    """Each image's contrast: the mean absolute deviation (grey levels) of its mean-centred grey thumbnail."""
+    return np.abs(thumbs).mean(axis=(1, 2))
+
+
+def confirm_limit(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: float, relative: float = 0.0) -> np.ndarray:
+    """The pixel distance up to which each pair counts as one image: `threshold`, or `relative` x the lower contrast
+    of the two when that is larger (a re-encoded high-contrast image moves further; see CONTRAST_THRESHOLD)."""
+    limit = np.full(len(i), threshold, np.float32)
+    if relative > 0 and len(i):
+        spread = contrast(thumbs)
+        limit = np.maximum(limit, np.float32(relative) * np.minimum(spread[i], spread[j]))
+    return limit
+
+
+def confirm_pairs(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: float,
+                  relative: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel distance of each pair and whether it is within `confirm_limit`. A 4x4-pooled distance, a lower bound of
+    the full one (|mean of differences| <= mean of |differences|), rejects most hash collisions at 1/16 of the cost."""
+    limit = confirm_limit(thumbs, i, j, threshold, relative)
     size = thumbs.shape[1]
     pooled = thumbs.reshape(len(thumbs), size // 4, 4, size // 4, 4).mean(axis=(2, 4))
     dist = pixel_distance(pooled, i, j)
-    maybe = np.flatnonzero(dist <= threshold)
+    maybe = np.flatnonzero(dist <= limit)
     dist[maybe] = pixel_distance(thumbs, i[maybe], j[maybe])
-    return dist, dist <= threshold
+    return dist, dist <= limit
 
 
 def find_problems(ds: Dataset, config: CleanConfig | None = None, timings: dict | None = None,
