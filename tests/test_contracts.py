@@ -36,6 +36,12 @@ dtypes = ["float32"]
 metadata = false
 cwd = "program"
 methods = ["fit", "predict"]
+[profiles.twin-2024]
+packages = ["tensorflow-cpu==2.17.0", "keras==3.4.1", "numpy<2"]
+[profiles.twin-2024.contract]   # an2dl-2024's contract without its class count and image size
+class_name = "Model"
+dtypes = ["uint8", "float32"]
+cwd = "submission"
 """
 
 
@@ -57,6 +63,16 @@ def test_the_two_an2dl_contracts_are_instances_of_one_record():
     assert (AN2DL_2024.class_name, AN2DL_2024.init_args, AN2DL_2024.metadata, AN2DL_2024.cwd) == ("Model", (), False, "submission")
     assert (AN2DL_2023.class_name, AN2DL_2023.init_args, AN2DL_2023.metadata, AN2DL_2023.input) == ("model", ("path",), True, "tensor")
     assert get_profile("an2dl-2024").contract is AN2DL_2024 and get_profile("an2dl-2023").contract is AN2DL_2023
+    assert (AN2DL_2024.num_classes, AN2DL_2023.num_classes) == (8, 2)  # blood cells; healthy/unhealthy leaves
+    assert AN2DL_2024.image_shape == AN2DL_2023.image_shape == (96, 96, 3)
+
+
+def test_a_toml_contract_sets_the_class_count_and_image_shape(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("[profiles.big.contract]\nnum_classes = 5\nimage_shape = [128, 128, 3]\n")
+    contract = load_user_profiles(path)["big"].contract
+    assert (contract.num_classes, contract.image_shape) == (5, (128, 128, 3))
+    assert contract.to_dict()["image_shape"] == [128, 128, 3]
 
 
 def test_a_toml_only_contract_builds_checks_and_scores_like_an2dl_2024(tmp_path):
@@ -72,7 +88,7 @@ def test_a_toml_only_contract_builds_checks_and_scores_like_an2dl_2024(tmp_path)
     except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
         pytest.skip(f"the pinned runtime is unavailable: {exc}")
     _, export = shared_export()
-    zips = {name: tmp_path / f"{name}.zip" for name in ("an2dl-2024", "my-challenge")}
+    zips = {name: tmp_path / f"{name}.zip" for name in ("twin-2024", "my-challenge")}
     for name, path in zips.items():
         code, built = _cli("build-submission", str(export), "-o", str(path), "--profile", name, "--profiles-file", str(profiles))
         assert code == 0 and built["check"]["ok"], built
@@ -86,14 +102,14 @@ def test_a_toml_only_contract_builds_checks_and_scores_like_an2dl_2024(tmp_path)
     assert code == 0 and checked["ok"] and checked["contract"] == "my-challenge", checked
     # the same zip is wrong for an2dl-2024: its class is not `Model`
     code, wrong = _cli("check", str(zips["my-challenge"]), "--profile", "an2dl-2024")
-    assert code == 1 and [i["code"] for i in wrong["issues"]] == ["class_name"]
+    assert code == 1 and [i["code"] for i in wrong["issues"]] == ["class_name", "class_count"]
     data = _heldout(tmp_path / "heldout.npz")
     scored = {}
     for name, path in zips.items():
         code, result = _cli("simulate", str(path), "--data", str(data), "--profile", name, "--profiles-file", str(profiles))
         assert code == 0 and result["status"] == "ok", result
         scored[name] = result
-    ours, theirs = scored["my-challenge"], scored["an2dl-2024"]
+    ours, theirs = scored["my-challenge"], scored["twin-2024"]
     assert ours["scores"]["accuracy"] == theirs["scores"]["accuracy"]
     assert ours["scores"]["confusion_matrix"] == theirs["scores"]["confusion_matrix"]
     assert list(ours["scores_by_input"]) == ["float32"] and set(theirs["scores_by_input"]) == {"uint8", "float32"}
@@ -127,6 +143,9 @@ def test_a_submission_without_the_contracts_fit_fails_check(tmp_path):
         ("[profiles.x.contract]\ninit_args = ['path', 'path']\n", ["field 'init_args'", "without repeats"]),
         ("[profiles.x.contract]\nmethods = ['predict', 'fit']\n", ["field 'methods'", "fit comes before predict"]),
         ("[profiles.an2dl-2024]\ncontract = 2024\n", ["taken by a built-in profile"]),
+        ("[profiles.x.contract]\nnum_classes = 1\n", ["field 'num_classes' must be an integer of at least 2", "1"]),
+        ("[profiles.x.contract]\nnum_classes = '8'\n", ["field 'num_classes' must be int or none", "str '8'"]),
+        ("[profiles.x.contract]\nimage_shape = [96, 96]\n", ["field 'image_shape' must be [height, width, channels]"]),
     ],
 )
 def test_profile_files_are_validated_with_one_line_errors(tmp_path, text, fragments):

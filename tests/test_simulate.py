@@ -288,8 +288,8 @@ def test_a_class_missing_from_the_heldout_labels_is_not_a_bad_output(tmp_path, h
     few = make_zip("good", tmp_path / "few", centroids)
     with zipfile.ZipFile(few, "a") as zf:
         zf.writestr("manifest.json", json.dumps({"classes": ["a", "b"]}))
-    code, out = run_cli(few, "--data", heldout[0])
-    assert code == 0 and any("built for 2 classes" in w for w in out["warnings"]), out["warnings"]
+    code, out = run_cli(few, "--data", heldout[0])  # more held-out classes than the model has: refused, not scored
+    assert code == 1 and "held-out labels go up to 7 (8 classes), manifest.json lists 2 classes" in out["error"]["message"], out
 
 
 def test_human_output_is_a_table_and_failure_exit_code_is_3(tmp_path, heldout):

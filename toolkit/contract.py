@@ -46,6 +46,8 @@ class Contract:
     methods: tuple[str, ...] = ("predict",)  # in call order; "fit" is called with (X_train, y_train) before predict
     metadata: bool = False  # the zip needs an empty file named `metadata` at its root
     cwd: str = "unknown"  # the working directory while the grader imports and runs model.py
+    num_classes: int | None = None  # the class count the grader scores (None: not fixed by the contract)
+    image_shape: tuple[int, ...] | None = None  # (height, width, channels) of each image in X (None: not fixed)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -113,6 +115,9 @@ def _validate(c: Contract) -> None:
         ("predict" in c.methods and set(c.methods) <= set(METHODS) and list(c.methods) == order, "methods",
          f"a list drawn from {list(METHODS)} in that order (fit comes before predict), including predict", list(c.methods)),
         (c.cwd in CWD_MODES, "cwd", " or ".join(CWD_MODES), c.cwd),
+        (c.num_classes is None or c.num_classes >= 2, "num_classes", "an integer of at least 2", c.num_classes),
+        (c.image_shape is None or (len(c.image_shape) == 3 and min(c.image_shape) >= 1), "image_shape",
+         "[height, width, channels] of positive integers", list(c.image_shape or ())),
     ]
     for ok, name, expected, found in checks:
         if not ok:
@@ -121,8 +126,9 @@ def _validate(c: Contract) -> None:
 
 # The two AN2DL graders (DESIGN.md §2): 2024 ran inside the submission folder (its official template loads
 # 'weights.keras' by a bare relative path); 2023 hands model(path) the folder, so its working directory is unknown.
+# Both feed 96x96 RGB images; 2024 scores 8 blood-cell classes, 2023 2 leaf classes (healthy, unhealthy).
 AN2DL_2024 = Contract(key=2024, class_name="Model", init_args=(), input="numpy", dtypes=("uint8", "float32"),
-                      methods=("predict",), metadata=False, cwd="submission")
+                      methods=("predict",), metadata=False, cwd="submission", num_classes=8, image_shape=(96, 96, 3))
 AN2DL_2023 = Contract(key=2023, class_name="model", init_args=("path",), input="tensor", dtypes=("float32",),
-                      methods=("predict",), metadata=True, cwd="unknown")
+                      methods=("predict",), metadata=True, cwd="unknown", num_classes=2, image_shape=(96, 96, 3))
 SHORTHANDS = {2024: AN2DL_2024, 2023: AN2DL_2023}

@@ -9,7 +9,8 @@ REQUEST.json: {"submission_dir", "contract": {class_name, init_args, input, meth
 record as a dict), "inputs": [{"name", "file"}], "fit": {"x", "y"} or null, "output_dir", "status_file",
 "capture": bool, "capture_layer": the network's input layer named by the zip's manifest or null,
 "block_modules": [...]}. The status file is rewritten (atomically) after every phase, so the
-parent knows how far a child got even when it was killed or called os._exit.
+parent knows how far a child got even when it was killed or called os._exit; it also carries the versions of
+python, numpy, tensorflow, keras and onnxruntime as imported here.
 """
 
 import importlib.abc
@@ -190,10 +191,27 @@ def _watch_relative_paths():
 
 def _write_status(phase):
     STATUS["phase"] = phase
+    STATUS["versions"] = _imported_versions()
     tmp = STATUS_FILE + ".tmp"
     with open(tmp, "w") as handle:
         json.dump(STATUS, handle)
     os.replace(tmp, STATUS_FILE)
+
+
+VERSION_MODULES = ("numpy", "tensorflow", "keras", "onnxruntime")
+
+
+def _imported_versions():
+    """Python and the versions of the libraries the submission actually imported in this runtime (not the host's)."""
+    out = {"python": "%d.%d.%d" % tuple(sys.version_info[:3])}
+    for name in VERSION_MODULES:
+        try:
+            version = getattr(sys.modules.get(name), "__version__", None)
+        except Exception:  # noqa: BLE001 - a lazily loaded module may fail on attribute access
+            version = None
+        if isinstance(version, str):
+            out[name] = version
+    return out
 
 
 class _Blocker(importlib.abc.MetaPathFinder):

@@ -68,6 +68,7 @@ class RunOutcome:
     wall_s: float = 0.0
     cwd: str = "program"
     relative_paths: list[str] = field(default_factory=list)  # paths the submission opened/listed relative to its cwd
+    versions: dict[str, str] = field(default_factory=dict)  # python and the libraries the child imported, as it saw them
 
     @property
     def ok(self) -> bool:
@@ -319,6 +320,7 @@ def _outcome(run: _ChildRun, root: Path, inputs: dict, python: str, time_limit: 
         wall_s=run.wall_s,
         capture_target=status.get("capture"),
         relative_paths=list(status.get("relative_paths") or []),
+        versions=dict(status.get("versions") or {}),
     )
     outcome.outputs = {name: np.load(path, allow_pickle=False) for name, path in (status.get("outputs") or {}).items()}
     for name, paths in (status.get("captured") or {}).items():

@@ -13,7 +13,7 @@ import numpy as np
 
 from toolkit.train.metrics import classification_metrics
 
-__all__ = ["BadOutput", "OutputCheck", "check_output", "score"]
+__all__ = ["BadOutput", "OutputCheck", "chance_warning", "check_output", "check_outputs", "consistency_warnings", "score"]
 
 
 class BadOutput(Exception):
@@ -62,6 +62,34 @@ def check_output(value, n: int, num_classes: int, what: str = "predict(X)") -> O
     return OutputCheck(indices, warnings)
 
 
+def check_outputs(outputs: dict, shapes: dict, num_classes: int) -> dict[str, OutputCheck]:
+    """`check_output` for every input set (`shapes`: name -> (shape, dtype)); BadOutput names the first bad one."""
+    checked = {}
+    for name, (shape, dtype) in shapes.items():
+        if name not in outputs:
+            raise BadOutput(f"predict returned nothing for input {name!r}")
+        what = f"predict(X {dtype} of shape {shape}{'' if not name.startswith('shift/') else ', ' + name})"
+        checked[name] = check_output(outputs[name], shape[0], num_classes, what=what)
+    return checked
+
+
+def consistency_warnings(checked: dict[str, OutputCheck], plan, reference: np.ndarray) -> list[str]:
+    """Predictions that change with the input dtype or the batch (one image, an odd batch) for the same images."""
+    from toolkit.runtime.inputs import ODD, SINGLE
+
+    warnings = []
+    preds = [checked[plan.clean[d]].predictions for d in plan.clean]
+    if len(preds) > 1 and not np.array_equal(preds[0], preds[1]):
+        differ = int(np.sum(preds[0] != preds[1]))
+        warnings.append(f"predictions differ between the {' and '.join(plan.clean)} inputs on {differ} images: "
+                        "the grader's dtype is not stated, so the model should not depend on it")
+    for name, n in ((SINGLE, 1), (ODD, plan.odd_n)):
+        if name in checked and not np.array_equal(checked[name].predictions, reference[:n]):
+            warnings.append(f"predict on {n} image(s) gave different classes than on the whole set for the same images: "
+                            "the prediction depends on the batch (batch statistics, padding, or randomness)")
+    return warnings
+
+
 def _two_d_message(arr: np.ndarray, n: int, num_classes: int, what: str) -> str:
     values = arr.astype(np.float64)
     rows_sum_to_one = np.allclose(values.sum(axis=1), 1.0, atol=1e-3)
@@ -93,3 +121,15 @@ def _float_message(arr: np.ndarray, n: int, what: str) -> str:
 def score(y_true, y_pred, class_names: Sequence[str]) -> dict:
     """Accuracy, balanced accuracy, macro F1, per-class precision/recall/F1 and the confusion matrix."""
     return classification_metrics(np.asarray(y_true), np.asarray(y_pred), class_names)
+
+
+def chance_warning(what: str, accuracy: float, chance: float) -> str | None:
+    """The warning for an accuracy within NEAR_CHANCE_FACTOR x the chance level (None above it): such a score must
+    not read as a success."""
+    from toolkit.results import NEAR_CHANCE_FACTOR, near_chance
+
+    if not near_chance(accuracy, chance):
+        return None
+    return (f"{what} {100 * accuracy:.2f}% is within {NEAR_CHANCE_FACTOR:g}x of the chance level {100 * chance:.2f}% "
+            "(always answering the most frequent class): the model has not learned these classes, or the labels "
+            "are not the classes it predicts")

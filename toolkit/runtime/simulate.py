@@ -19,10 +19,11 @@ from typing import Callable
 import numpy as np
 
 from toolkit.errors import ConfigError
-from toolkit.results import Failure, Result
+from toolkit.results import Failure, Result, chance_level
 from toolkit.runtime import scoring, shift as shift_suite
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
-from toolkit.runtime.inputs import ODD, SINGLE, Plan, hard_limit, plan_inputs
+from toolkit.runtime.heldout import check_image_size, match_classes
+from toolkit.runtime.inputs import Plan, hard_limit, plan_inputs
 from toolkit.runtime.profiles import Profile
 from toolkit.submission_zip import SubmissionZip
 
@@ -64,6 +65,9 @@ class SimulateResult(Result):
     peak_memory_mb: float | None = None
     sandbox: dict = field(default_factory=dict)
     report: dict | None = None  # the files `--report DIR` wrote
+    chance_level: float | None = None  # the majority-class rate of the held-out labels (at least 1/K)
+    near_chance: bool = False  # accuracy within 1.5x of chance_level: a warning, never an OK
+    class_map: dict | None = None  # held-out class -> submission class, as --class-map gave it
 
     @property
     def ok(self) -> bool:
@@ -89,6 +93,7 @@ class SimulateOptions:
     shift_images: int | None = 200
     seed: int = 0
     allow_pickle: bool = False
+    class_map: dict[str, str] | None = None  # held-out class -> submission class (toolkit.runtime.heldout.parse_class_map)
 
 
 def parse_memory(text: str | None) -> int | None:
@@ -127,6 +132,9 @@ def simulate(
         data = load_dataset(data_path, allow_pickle=options.allow_pickle)
         if len(data) == 0:
             raise ConfigError(f"{data_path}: the held-out set has no images")
+        check_image_size(data.images, profile.contract, profile.name, data_path)
+        match = match_classes(data, data_path, sub.manifest, options.class_map)
+        data = dataclasses.replace(data, labels=match.labels, class_names=match.class_names)
         time_limit = float(options.time_limit_s or profile.time_limit_s)
         memory_limit = int(options.memory_limit_mb or profile.memory_limit_mb)
         with tempfile.TemporaryDirectory(prefix="cbtool-shift-") as scratch:
@@ -135,7 +143,7 @@ def simulate(
             plan.inputs.clear()  # close the memory maps before their folder goes
         result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
         static = [f"check: [{i.code}] {i.message}" for i in findings or []]
-        result.warnings += static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
+        result.warnings += match.warnings + static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
         return _judge(result, run, plan, data, profile, sub)
 
 
@@ -202,6 +210,7 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
     result.peak_memory_mb = outcome.peak_memory_mb
     result.sandbox = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail,
                       "cwd": outcome.cwd, "relative_paths": list(outcome.relative_paths)}
+    result.versions = {**result.versions, **outcome.versions}  # what the child imported, not the host's
     if "fit" in profile.contract.methods:
         result.warnings.append(f"profile {profile.name}'s contract calls fit(X, y) before predict; with no training data "
                                f"given, simulate passed {min(FIT_IMAGES, len(data))} held-out images with their labels "
@@ -211,9 +220,8 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
     over = _over_time(result.timing, result.limits["time_limit_s"])
     if over:
         return _fail(result, over, sub, profile)
-    result.class_names = _class_names(data.class_names, sub.manifest, result.warnings)
     try:
-        checked = _check_outputs(outcome.outputs, plan, len(result.class_names))
+        checked = scoring.check_outputs(outcome.outputs, plan.shapes, len(result.class_names))
     except scoring.BadOutput as exc:
         failure = {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}
         return _fail(result, failure, sub, profile)
@@ -230,29 +238,10 @@ def _fit_data(data, profile: Profile, options: SimulateOptions) -> tuple[np.ndar
     return data.images[idx].astype(profile.contract.dtypes[0]), data.labels[idx]
 
 
-def _class_names(data_names: list[str], manifest: dict, warnings: list[str]) -> list[str]:
-    """The held-out set's class names, extended by the classes in the zip's manifest when the submission knows more.
-
-    A held-out sample without the last class (or a generic npz whose labels imply fewer classes) must not turn a
-    legitimate prediction of that class into a bad_output failure.
-    """
-    classes = [str(c) for c in manifest.get("classes") or []]
-    names = list(data_names)
-    if len(classes) > len(names):
-        generic = names == [str(i) for i in range(len(names))]
-        names = classes if generic else names + classes[len(names):]
-    elif classes and len(classes) < len(names):
-        warnings.append(f"the submission was built for {len(classes)} classes (manifest.json), the held-out set has "
-                        f"{len(names)}: is this the right data?")
-    return names
-
-
 # --- outcome -> result ------------------------------------------------------------------------------------------
 
 
 def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan) -> SimulateResult:
-    from toolkit.provenance import versions
-
     return SimulateResult(
         status="ok",
         submission=str(zip_path),
@@ -265,8 +254,16 @@ def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, o
         limits={"time_limit_s": time_limit, "memory_limit_mb": memory_limit, "note": f"{TIME_NOTE} {MEMORY_NOTE}"},
         inputs={name: {"n": shape[0], "dtype": dtype} for name, (shape, dtype) in plan.shapes.items() if not name.startswith("shift/")},
         seed=options.seed,
-        versions={**versions(), "runtime": ", ".join(profile.packages) or "current interpreter"},
+        versions=_host_versions(profile),
+        class_map=options.class_map,
     )
+
+
+def _host_versions(profile: Profile) -> dict:
+    """cbtool's own version and the profile's pins; the child's imported versions replace the rest once it ran."""
+    from toolkit.provenance import versions
+
+    return {"cbtool": versions()["cbtool"], "runtime": ", ".join(profile.packages) or "current interpreter"}
 
 
 def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
@@ -349,16 +346,6 @@ def _fail(result: SimulateResult, failure: dict, sub: SubmissionZip, profile: Pr
 # --- checking and scoring ---------------------------------------------------------------------------------------
 
 
-def _check_outputs(outputs: dict, plan: Plan, num_classes: int) -> dict[str, scoring.OutputCheck]:
-    checked = {}
-    for name, (shape, dtype) in plan.shapes.items():
-        if name not in outputs:
-            raise scoring.BadOutput(f"predict returned nothing for input {name!r}")
-        what = f"predict(X {dtype} of shape {shape}{'' if not name.startswith('shift/') else ', ' + name})"
-        checked[name] = scoring.check_output(outputs[name], shape[0], num_classes, what=what)
-    return checked
-
-
 def _score(result: SimulateResult, checked: dict, data, plan: Plan, manifest: dict) -> None:
     warnings = result.warnings
     for check in checked.values():
@@ -367,22 +354,22 @@ def _score(result: SimulateResult, checked: dict, data, plan: Plan, manifest: di
     worst = min(by_dtype, key=lambda d: by_dtype[d]["accuracy"])
     result.scores = {**by_dtype[worst], "input": worst}
     result.scores_by_input = {d: s["accuracy"] for d, s in by_dtype.items()}
+    _chance(result, data.labels)
     reference = checked[plan.clean[worst]].predictions
-    _consistency(warnings, checked, plan, reference)
+    warnings.extend(scoring.consistency_warnings(checked, plan, reference))
     if plan.shift_names:
         result.shift = _shift_result(checked, plan, data.labels, reference, manifest)
+        shifted = scoring.chance_warning("the shifted mean accuracy", result.shift["mean_accuracy"], result.chance_level)
+        warnings.extend([shifted] if shifted and not result.near_chance else [])
 
 
-def _consistency(warnings: list, checked: dict, plan: Plan, reference: np.ndarray) -> None:
-    preds = [checked[plan.clean[d]].predictions for d in plan.clean]
-    if len(preds) > 1 and not np.array_equal(preds[0], preds[1]):
-        differ = int(np.sum(preds[0] != preds[1]))
-        warnings.append(f"predictions differ between the {' and '.join(plan.clean)} inputs on {differ} images: "
-                        "the grader's dtype is not stated, so the model should not depend on it")
-    for name, n in ((SINGLE, 1), (ODD, plan.odd_n)):
-        if name in checked and not np.array_equal(checked[name].predictions, reference[:n]):
-            warnings.append(f"predict on {n} image(s) gave different classes than on the whole set for the same images: "
-                            "the prediction depends on the batch (batch statistics, padding, or randomness)")
+def _chance(result: SimulateResult, labels: np.ndarray) -> None:
+    """The chance level of the held-out labels; a clean accuracy near it is a warning (`near_chance`)."""
+    result.chance_level = chance_level(labels, len(result.class_names))
+    warning = scoring.chance_warning("accuracy", result.scores["accuracy"], result.chance_level)
+    result.near_chance = warning is not None
+    if warning:
+        result.warnings.append(warning)
 
 
 def _shift_result(checked: dict, plan: Plan, labels: np.ndarray, reference: np.ndarray, manifest: dict) -> dict:

@@ -65,6 +65,7 @@ def check_submission(zip_path: str | os.PathLike, profile: Profile) -> CheckRepo
         for name in sub.names:
             if name.lower().endswith(MODEL_SUFFIXES) and "__MACOSX/" not in name:  # junk is reported by layout
                 issues += _model_file(name, sub.read(name, max_bytes=sub.unpacked_bytes), profile, target, versions)
+        issues += _class_count(sub.manifest, profile)
         if profile.contract.metadata and not sub.has(SUBMISSION_FILES.METADATA):
             issues.append(Issue("missing_metadata", "metadata", "", "an empty file named `metadata` at the zip root "
                                 f"(the {profile.name} contract marks a code submission with it)", "no `metadata` entry"))
@@ -86,6 +87,19 @@ def render(report: CheckReport) -> str:
         return "\n".join([head, *lines])
     warned = f" and {report.warnings} warning(s)" if report.warnings else ""
     return "\n".join([f"{report.zip}: {report.errors} problem(s){warned} for profile {report.profile}", *lines])
+
+
+def _class_count(manifest: dict, profile: Profile) -> list[Issue]:
+    """The manifest's class count (its class names, else the model spec's) against the one the contract scores; a
+    zip without either (not built by cbtool) says nothing here: simulate checks the predicted range."""
+    want, classes = profile.contract.num_classes, manifest.get("classes")
+    count = len(classes) if isinstance(classes, list) else (manifest.get("model") or {}).get("num_classes")
+    if want is None or not isinstance(count, int) or count == want:
+        return []
+    names = f" ({', '.join(map(str, classes))})" if isinstance(classes, list) else ""
+    return [Issue("class_count", SUBMISSION_FILES.MANIFEST, "classes", f"{want} classes (profile {profile.name}'s grader "
+                  f"scores {want})", f"a model of {count} classes{names}: was a class missing from the training data? "
+                  f"Retrain on data holding all {want}, or use a profile whose contract says {count}")]
 
 
 # --- model.py -----------------------------------------------------------------------------------------------------
