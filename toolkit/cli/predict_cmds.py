@@ -17,7 +17,7 @@ from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_comm
     "(no CSV is written then)."
 ))  # fmt: skip
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Test npz: images (or data/x), optional ids.")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Test npz: images (or data/x), optional ids.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The CSV to write (atomically).")
 @click.option("--id-column", default="id", show_default=True, help="Header of the id column.")
 @click.option("--label-names", is_flag=True, help="Write class names (from the zip's manifest.json) instead of class indices.")
