@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from toolkit.data.io import Dataset
+from toolkit.data.demo import orientation_tiles
 
 tf = pytest.importorskip("tensorflow")
 
@@ -24,25 +24,6 @@ D4 = {
     "transpose": lambda a: a.transpose(1, 0, 2), "rot90": lambda a: np.rot90(a, 1), "rot270": lambda a: np.rot90(a, 3),
     "antitranspose": lambda a: np.rot90(a, 2).transpose(1, 0, 2),
 }
-
-
-def orientation_tiles(n_per_class: int, size: int = 64, seed: int = 0) -> Dataset:
-    """4 classes that differ only by a quarter turn: a reddish part beside a bluish part, red on the left (class 0),
-    bottom, right or top; the cut and both colours vary. Under any flip or 90-degree turn a label becomes another."""
-    rng = np.random.default_rng(seed)
-    xx = np.mgrid[:size, :size][1]
-    images, labels = [], []
-    for c in range(4):
-        for _ in range(n_per_class):
-            cut = rng.integers(size * 3 // 10, size * 7 // 10)
-            red = rng.integers([150, 20, 20], [255, 90, 90]).astype(np.float32)
-            blue = rng.integers([20, 20, 150], [90, 90, 255]).astype(np.float32)
-            img = np.where((xx < cut)[..., None], red, blue) + rng.normal(0, 12, (size, size, 3))
-            images.append(np.clip(np.rot90(img, c), 0, 255).astype(np.uint8))
-            labels.append(c)
-    order = rng.permutation(len(labels))
-    names = ["red left", "red bottom", "red right", "red top"]
-    return Dataset(np.stack(images)[order], np.array(labels, dtype=np.int64)[order], names, np.arange(len(labels)))
 
 
 def _ramp(size: int = 48) -> np.ndarray:

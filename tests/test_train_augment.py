@@ -124,3 +124,27 @@ def test_held_out_families_are_never_drawn():
     assert drawn == set(shift.FAMILIES) - set(held)
     hit = np.mean([sum(len(idx) for _, _, idx, _ in aug.corruption_plan(32, k)) / 32 for k in range(300)])
     assert hit == pytest.approx(0.5, abs=0.03)  # CORRUPT_P of the images
+
+
+def test_augmix_blends_chains_of_training_families_only(monkeypatch):
+    """The augmix stage calls the one corruption definition, never with a held-out family or above
+    AUGMIX_SEVERITY, keeps each image a blend of itself (not a replacement), and is a function of (seed, step)."""
+    from toolkit import corruptions
+    from toolkit.train import augment
+
+    calls = []
+    real = corruptions.corrupt
+    monkeypatch.setattr(corruptions, "corrupt", lambda x, name, sev, seed=0: calls.append((name, sev)) or real(x, name, sev, seed))
+    held = ("jpeg", "gaussian_noise")
+    aug = Augmenter("augmix", seed=5, holdout=held)
+    raw = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3)).astype(np.float32)
+    out = aug.augmix_batch(raw, step=7)
+    assert out.dtype == np.float32 and out.shape == raw.shape and out.min() >= 0 and out.max() <= 255
+    assert {n for n, _ in calls} <= set(corruptions.FAMILIES) - set(held) and len({n for n, _ in calls}) >= 5
+    assert max(s for _, s in calls) <= augment.AUGMIX_SEVERITY
+    np.testing.assert_array_equal(out, aug.augmix_batch(raw, step=7))
+    assert not np.array_equal(out, aug.augmix_batch(raw, step=8))
+    moved = np.abs(out - raw).mean(axis=(1, 2, 3))
+    assert (moved > 0).all() and moved.mean() < np.abs(raw - raw[::-1]).mean()
+    record = augment.training_record("augmix", "none", held)
+    assert record["stages"] == ["augmix"] and set(record["corruption_families"]) == set(corruptions.FAMILIES) - set(held)

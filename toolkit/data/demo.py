@@ -30,6 +30,26 @@ _CLASSES = [
 ]
 
 
+def orientation_tiles(n_per_class: int, size: int = 64, seed: int = 0) -> Dataset:
+    """A set whose labels depend on orientation (tests, benchmarks/bench_robust.py): 4 classes that differ only by a
+    quarter turn: a reddish part beside a bluish part, red on the left (class 0), bottom, right or top; the cut and
+    both colours vary. Under any flip or 90-degree turn a label becomes another."""
+    rng = np.random.default_rng(seed)
+    xx = np.mgrid[:size, :size][1]
+    images, labels = [], []
+    for c in range(4):
+        for _ in range(n_per_class):
+            cut = rng.integers(size * 3 // 10, size * 7 // 10)
+            red = rng.integers([150, 20, 20], [255, 90, 90]).astype(np.float32)
+            blue = rng.integers([20, 20, 150], [90, 90, 255]).astype(np.float32)
+            img = np.where((xx < cut)[..., None], red, blue) + rng.normal(0, 12, (size, size, 3))
+            images.append(np.clip(np.rot90(img, c), 0, 255).astype(np.uint8))
+            labels.append(c)
+    order = rng.permutation(len(labels))
+    names = ["red left", "red bottom", "red right", "red top"]
+    return Dataset(np.stack(images)[order], np.array(labels, dtype=np.int64)[order], names, np.arange(len(labels)))
+
+
 @dataclass
 class DemoPlan:
     """How many planted items of each kind (scaled with n unless given)."""

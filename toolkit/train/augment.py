@@ -7,6 +7,9 @@ Augmentation never enters the model that is exported: it runs on batches of floa
 Stages (`--augment`, a comma list, applied in this order whatever the order written):
 - corrupt:     with probability CORRUPT_P an image gets one corruption family (drawn from the families not held out)
                at a severity 1-5, by calling `toolkit.corruptions.corrupt`, the function `simulate --shift` scores with.
+- augmix:      AugMix (Hendrycks et al., ICLR 2020) with the same corruption families as its operations: every
+               image becomes a Beta(1,1) blend of itself and a Dirichlet(1) mix of AUGMIX_WIDTH chains of 1 to
+               AUGMIX_DEPTH corruptions at severity 1 to AUGMIX_SEVERITY, drawn from the families not held out.
 - geometric:   one affine pass: a small rotation (+-ROTATION_DEG), shift and zoom always; flips and 90-degree
                rotations only where the declared invariance allows them.
 - color:       Keras RandomBrightness and RandomContrast (+-10%).
@@ -31,7 +34,7 @@ import numpy as np
 from toolkit import corruptions
 from toolkit.errors import ConfigError
 
-STAGES = ("corrupt", "geometric", "color", "randaugment", "mix")
+STAGES = ("corrupt", "augmix", "geometric", "color", "randaugment", "mix")
 PRESETS = {
     "none": (),
     "basic": ("geometric", "color"),
@@ -47,8 +50,11 @@ INVARIANCE_TEXT = {
     "d4": "flips and 90-degree rotations",
 }
 CORRUPT_P = 0.5  # per image: the probability of one corruption (family and severity drawn uniformly)
+AUGMIX_WIDTH, AUGMIX_DEPTH, AUGMIX_SEVERITY = 3, 3, 3  # chains per image, most ops per chain, highest severity drawn
 ROTATION_DEG, SHIFT, ZOOM = 10.0, 0.1, 0.1
 _CORRUPT_SALT = 0xC0
+_AUGMIX_SALT = 0xA3
+_CORRUPTING = ("corrupt", "augmix")  # the stages that draw from corruptions.FAMILIES
 _RANDAUGMENT_ROTATIONS = ("RandomRotation", "RandomFlip")
 
 
@@ -74,7 +80,7 @@ def trained_families(stages: Iterable[str], holdout: Iterable[str] = (), source:
     if unknown:
         raise ConfigError(f"{source}: setting 'holdout_families' has unknown {', '.join(map(repr, unknown))}; expected names from "
                           f"{', '.join(corruptions.FAMILIES)}")
-    if "corrupt" not in stages:
+    if not set(stages) & set(_CORRUPTING):
         return ()
     families = tuple(f for f in corruptions.FAMILIES if f not in holdout)
     if not families:
@@ -145,7 +151,9 @@ class Augmenter:
 
         images = tf.cast(images, tf.float32)
         if "corrupt" in self.stages:
-            images = self._corrupt(images, step)
+            images = self._numpy_stage(self.corrupt_batch, images, step)
+        if "augmix" in self.stages:
+            images = self._numpy_stage(self.augmix_batch, images, step)
         if "geometric" in self.stages:
             images = _geometric(images, self._seeds(step)[0], self.invariance)
         return tf.clip_by_value(images, 0.0, 255.0), labels
@@ -182,10 +190,35 @@ class Augmenter:
             out[idx] = corruptions.corrupt(raw, name, severity, seed)
         return out
 
-    def _corrupt(self, images, step):
+    def augmix_batch(self, images: np.ndarray, step: int) -> np.ndarray:
+        """The augmix stage in numpy: float32 0-255 in and out, a pure function of (seed, step) like corrupt_batch."""
+        clean = np.asarray(images, dtype=np.float32)
+        raw = np.clip(np.rint(clean), 0, 255).astype(np.uint8)
+        rng = np.random.default_rng([self.seed, int(step), _AUGMIX_SALT])
+        weights = rng.dirichlet(np.ones(AUGMIX_WIDTH), size=len(raw)).astype(np.float32)
+        keep = rng.beta(1.0, 1.0, size=len(raw)).astype(np.float32)[:, None, None, None]
+        mixed = np.zeros_like(clean)
+        for j in range(AUGMIX_WIDTH):
+            mixed += weights[:, j, None, None, None] * self._augmix_chain(raw, rng).astype(np.float32)
+        return keep * clean + (1.0 - keep) * mixed
+
+    def _augmix_chain(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One chain per image: 1..AUGMIX_DEPTH corruptions, each a family and severity drawn per image (grouped so
+        `corruptions.corrupt` runs vectorised once per (family, severity))."""
+        chain, depth = raw.copy(), rng.integers(1, AUGMIX_DEPTH + 1, size=len(raw))
+        for d in range(AUGMIX_DEPTH):
+            family, severity = rng.integers(len(self.families), size=len(raw)), rng.integers(1, AUGMIX_SEVERITY + 1, size=len(raw))
+            seed, active = int(rng.integers(2**31)), depth > d
+            for f, s in sorted({(int(a), int(b)) for a, b in zip(family[active], severity[active])}):
+                idx = np.flatnonzero(active & (family == f) & (severity == s))
+                chain[idx] = corruptions.corrupt(chain[idx], self.families[f], s, seed)
+        return chain
+
+    def _numpy_stage(self, fn, images, step):
+        """Run a numpy stage (`fn(batch, step)`, float32 0-255 in and out) inside the tf.data map."""
         import tensorflow as tf
 
-        out = tf.numpy_function(lambda x, s: self.corrupt_batch(x, int(s)), [images, step], tf.float32, stateful=False)
+        out = tf.numpy_function(lambda x, s: fn(x, int(s)), [images, step], tf.float32, stateful=False)
         out.set_shape(images.shape)
         return out
 
