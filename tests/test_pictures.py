@@ -95,3 +95,17 @@ def test_learning_curves_without_lr_keep_two_panels(tmp_path):
     assert len(fig.axes) == 2
     path = metrics.plot_learning_curves(history, tmp_path / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gradcam_on_a_zip_cbtool_did_not_build_says_it_needs_one(tmp_path):
+    import zipfile
+
+    from toolkit.gradcam import misclassified_sheet
+
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("model.py", "class Model:\n    def predict(self, X):\n        return X[:, 0, 0, 0] * 0\n")
+    ds = _dataset(16)
+    sheet = misclassified_sheet(foreign, ds.images, ds.labels, CLASSES, tmp_path / "g.png")
+    assert sheet.path is None and not (tmp_path / "g.png").exists()
+    assert "Grad-CAM needs a cbtool-built zip in the portable or keras format" in sheet.note and "no cbtool manifest" in sheet.note

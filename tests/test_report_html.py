@@ -29,10 +29,12 @@ PROBE = """
 <script>
 window.addEventListener("load", () => {
   const out = {text: document.body.innerText, images: [...document.images].map(i => i.naturalWidth), boxes: {}};
-  for (const id of ["status", "accuracy", "shift-mean", "failure"]) {
+  for (const id of ["status", "accuracy", "shift-mean", "failure", "shift-heat", "gradcam", "corruption-strip", "confusion", "per_class-note"]) {
     const el = document.getElementById(id);
     if (el) { const b = el.getBoundingClientRect(); out.boxes[id] = [b.width, b.height, getComputedStyle(el).visibility]; }
   }
+  out.heat = [...document.querySelectorAll("#shift-heat td[style]")].map(td => [td.innerText, getComputedStyle(td).backgroundColor]);
+  out.statusColor = getComputedStyle(document.getElementById("status")).color;
   document.getElementById("cbtool-probe").textContent = JSON.stringify(out);
 });
 </script>
@@ -43,20 +45,30 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def _result(status: str = "ok"):
+def _heldout(path: Path, n: int = 200, k: int = 8) -> Path:
+    """A real held-out npz (random images, labels 0..k-1 as (n, 1)) for the pictures that re-read it."""
+    rng = np.random.default_rng(3)
+    np.savez(path, images=rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8), labels=(np.arange(n) % k).reshape(-1, 1))
+    return path
+
+
+def _result(status: str = "ok", classes: list[str] = CLASSES, accuracy: float = 0.8, **paths):
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 8, 200)
-    pred = np.where(rng.random(200) < 0.8, y, rng.integers(0, 8, 200))
-    scores = score(y, pred, CLASSES)
+    k = len(classes)
+    y = np.arange(200) % k
+    pred = np.where(rng.random(200) < accuracy, y, (y + 1 + rng.integers(0, k - 1, 200)) % k)
+    scores = score(y, pred, classes)
     table = {name: {s: max(0.0, scores["accuracy"] - 0.04 * s * (i % 4 + 1) / 2) for s in shift.SEVERITIES} for i, name in enumerate(shift.CORRUPTIONS)}
     result = {
         "status": status,
         "failure": None,
-        "class_names": CLASSES,
+        "class_names": classes,
         "inputs": {},
         "seed": 0,
         "submission": "/tmp/sub.zip",
         "data": "/tmp/heldout.npz",
+        "chance_level": 1 / k,
+        "near_chance": accuracy < 1.5 / k,
         "n_images": 200,
         "profile": {"name": "an2dl-2024"},
         "limits": {"time_limit_s": 600, "memory_limit_mb": 8192, "note": "The memory limit approximates the grader."},
@@ -69,6 +81,7 @@ def _result(status: str = "ok"):
         "shift": {**shift.summarize(scores["accuracy"], table), "images_per_set": 200, "seed": 0},
         "versions": {"cbtool": "0.1.0", "numpy": np.__version__},
     }
+    result.update(paths)
     if status == "failed":
         result.update(scores=None, shift=None, failure={"kind": "load_error", "phase": "load", "message": "weights.keras not found <b>",
                                                          "stderr_tail": "Traceback ...\nFileNotFoundError"})  # fmt: skip
@@ -91,7 +104,7 @@ def _render(page: Path, tmp_path: Path) -> dict:
 
 
 def test_report_dir_holds_codabench_scores_details_plots_and_one_html(tmp_path):
-    result = _result()
+    result = _result(data=str(_heldout(tmp_path / "heldout.npz")))
     paths = report.write_report(result, tmp_path / "rep")
     rep = tmp_path / "rep"
     assert json.loads((rep / "scores.json").read_text()) == {
@@ -100,19 +113,21 @@ def test_report_dir_holds_codabench_scores_details_plots_and_one_html(tmp_path):
     }  # fmt: skip
     details = json.loads((rep / "details.json").read_text())
     assert details["timing"]["load_s"] == 0.75 and details["versions"]["cbtool"] == "0.1.0" and details["report"] == paths
-    for png in ("confusion_matrix.png", "corruption_severity.png"):
+    for png in ("confusion_matrix.png", "corruption_severity.png", "corruption_strip.png"):
         assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (rep / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 2  # the confusion matrix and the strip; the heat map is the table
+    assert "Grad-CAM skipped: /tmp/sub.zip: no such submission zip" in page
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page), "the page must not load anything from the network"
     umask = os.umask(0)
     os.umask(umask)
     assert {p.stat().st_mode & 0o777 for p in rep.iterdir()} == {0o666 & ~umask}, "report files must not stay mkstemp's 0600"
-    assert sorted(p.name for p in rep.iterdir()) == sorted(["scores.json", "details.json", "confusion_matrix.png", "corruption_severity.png", "report.html"])
+    assert sorted(p.name for p in rep.iterdir()) == sorted(["scores.json", "details.json", "confusion_matrix.png", "corruption_severity.png",
+                                                           "corruption_strip.png", "report.html"])
 
 
 def test_html_renders_the_key_numbers_in_chromium(tmp_path):
-    result = _result()
+    result = _result(data=str(_heldout(tmp_path / "heldout.npz")))
     report.write_report(result, tmp_path / "rep")
     seen = _render(tmp_path / "rep" / "report.html", tmp_path)
     text = seen["text"]
@@ -124,12 +139,58 @@ def test_html_renders_the_key_numbers_in_chromium(tmp_path):
     assert "images the time limit allows at this rate\t59,675" in text
     worst = result.shift["worst_corruption"]
     assert f"worst: {worst}" in text
-    assert re.search(rf"{worst}\t" + r"\t".join([r"\d+\.\d\d%"] * 6), text), "the corruption table row is not laid out"
+    assert re.search(rf"{worst}\t" + r"\t".join([r"\d+\.\d\d%"] * 6) + r"\t-\d+\.\d\d points", text), "the corruption row is not laid out"
+    drop = result.shift["mean_accuracy"] - result.shift["clean_accuracy"]
+    assert f"shifted mean vs clean\t{100 * drop:+.2f} points" in text and "drop" not in text.lower()
+    assert f"chance level (always the most frequent class)\t12.50%" in text
     assert "Immature granulocytes" in text
     assert seen["images"] and all(width > 300 for width in seen["images"]) and len(seen["images"]) == 2
-    for element in ("status", "accuracy", "shift-mean"):
+    for element in ("status", "accuracy", "shift-mean", "shift-heat", "corruption-strip", "per_class-note"):
         width, height, visibility = seen["boxes"][element]
         assert width > 0 and height > 0 and visibility == "visible", element
+    # the heat map: 11 families x (5 severities + mean) shaded cells, the worst family redder than the clean-level cells
+    assert len(seen["heat"]) == 11 * 6
+    colours = {cell: _rgb(colour) for cell, colour in seen["heat"]}
+    lowest, highest = min(colours, key=lambda c: float(c[:-1])), max(colours, key=lambda c: float(c[:-1]))
+    assert colours[lowest][0] > colours[lowest][1] and colours[highest][1] > colours[highest][0], (lowest, highest, colours)
+    assert _rgb(seen["statusColor"])[1] > _rgb(seen["statusColor"])[0]  # a green OK
+
+
+def _rgb(css: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"\d+", css)[:3])
+
+
+def test_near_chance_is_no_green_ok_and_shows_the_chance_level(tmp_path):
+    result = _result(accuracy=0.1)
+    assert result.near_chance and result.ok
+    report.write_report(result, tmp_path / "rep")
+    seen = _render(tmp_path / "rep" / "report.html", tmp_path)
+    assert "NEAR CHANCE" in seen["text"] and "\nOK" not in seen["text"] and "(chance level 12.50%)" in seen["text"]
+    red, green, _ = _rgb(seen["statusColor"])
+    assert red > green, seen["statusColor"]  # amber, not the OK green
+    assert report.render_text(result).startswith("simulate: NEAR CHANCE")
+    assert "within 1.5x of the chance level 12.50%" in report.render_text(result)
+
+
+def test_gradcam_sheet_and_strip_of_a_cbtool_zip_render_in_chromium(tmp_path):
+    from submission_data import shared_export
+
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.submission.build import build_submission
+
+    _, export = shared_export()
+    zip_path = tmp_path / "sub.zip"
+    build_submission(export, zip_path, get_profile("an2dl-2024"))
+    classes = ["basophil", "eosinophil", "lymphocyte"]
+    result = _result(classes=classes, submission=str(zip_path), data=str(_heldout(tmp_path / "heldout.npz", k=3)))
+    paths = report.write_report(result, tmp_path / "rep")
+    assert paths["gradcam"].endswith("gradcam.png") and paths["corruption_strip"].endswith("corruption_strip.png")
+    seen = _render(tmp_path / "rep" / "report.html", tmp_path)
+    for element in ("gradcam", "corruption-strip", "shift-heat"):
+        width, height, visibility = seen["boxes"][element]
+        assert width > 300 and height > 200 and visibility == "visible", element
+    assert "per_class-note" not in seen["boxes"]
+    assert "Misclassified held-out images, with Grad-CAM of the predicted class" in seen["text"]
 
 
 def test_failed_html_shows_the_failure_escaped(tmp_path):

@@ -1,8 +1,9 @@
-"""The simulate report directory: scores.json, details.json, two PNG plots and one self-contained HTML page.
+"""The simulate report directory: scores.json, details.json, PNG pictures and one self-contained HTML page.
 
 - scores.json: Codabench's scoring-file form, a flat {"accuracy": ...} object (only when the submission ran).
 - details.json: everything simulate measured, with versions and timings.
-- confusion_matrix.png, corruption_severity.png (with --shift).
+- confusion_matrix.png; gradcam.png (misclassified held-out images with Grad-CAM, cbtool-built portable/keras zips);
+  with --shift corruption_severity.png (the accuracy heat map) and corruption_strip.png (one image, every corruption).
 - report.html: one file, images inlined as base64, readable offline and attachable to an issue.
 
 The terminal text (`render_text`) and the HTML page (`render_html`) both render `tables(result)`, one table model:
@@ -13,17 +14,25 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from toolkit.fsutil import atomic_open, write_json
+from toolkit.results import chance_level
 from toolkit.runtime.simulate import SimulateResult
+from toolkit.simulate_pictures import plot_shift
+
+__all__ = ["codabench_scores", "plot_shift", "render_html", "render_text", "tables", "write_report", "Table"]
 
 SCORES_FILE = "scores.json"
 DETAILS_FILE = "details.json"
 CONFUSION_PNG = "confusion_matrix.png"
 SHIFT_PNG = "corruption_severity.png"
+STRIP_PNG = "corruption_strip.png"
+GRADCAM_PNG = "gradcam.png"
 HTML_FILE = "report.html"
 
 
@@ -36,8 +45,10 @@ def codabench_scores(result: SimulateResult) -> dict:
     return out
 
 
-def write_report(result: SimulateResult, out_dir: str | Path) -> dict[str, str]:
-    """Write the report files for one simulate result; return {what: path} (also set as `result.report`)."""
+def write_report(result: SimulateResult, out_dir: str | Path, allow_pickle: bool = False) -> dict[str, str]:
+    """Write the report files for one simulate result; return {what: path} (also set as `result.report`).
+
+    The pictures of held-out images re-read `result.data` (`allow_pickle` as simulate was given it)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
@@ -51,48 +62,38 @@ def write_report(result: SimulateResult, out_dir: str | Path) -> dict[str, str]:
         plot_confusion_matrix(scores["confusion_matrix"], scores["class_names"], out_dir / CONFUSION_PNG, title="Held-out confusion matrix")
         paths["confusion_matrix"] = str(out_dir / CONFUSION_PNG)
     if result.shift:
-        plot_shift(result.shift, out_dir / SHIFT_PNG)
+        plot_shift(result.shift, out_dir / SHIFT_PNG, _chance(result))
         paths["corruption_plot"] = str(out_dir / SHIFT_PNG)
+    notes = _pictures(result, out_dir, allow_pickle, paths)
     paths["details"] = str(out_dir / DETAILS_FILE)
     paths["html"] = str(out_dir / HTML_FILE)
     result.report = paths
     write_json(out_dir / DETAILS_FILE, result.to_dict())
     with atomic_open(out_dir / HTML_FILE, "w", encoding="utf-8") as handle:
-        handle.write(render_html(result, out_dir))
+        handle.write(render_html(result, out_dir, notes))
     return paths
 
 
-def plot_shift(shift: dict, path: str | Path) -> Path:
-    """Accuracy against severity (0 = clean) for each corruption family, with the clean level as a dashed line."""
-    from matplotlib.figure import Figure
+def _pictures(result: SimulateResult, out_dir: Path, allow_pickle: bool, paths: dict[str, str]) -> dict[str, str]:
+    """The pictures of held-out images (Grad-CAM sheet, corruption strip); returns {section: note} for what is missing."""
+    from toolkit import simulate_pictures as pictures
 
-    from toolkit.fsutil import atomic_path
-
-    fig = Figure(figsize=(9, 5))
-    ax = fig.subplots()
-    clean = shift["clean_accuracy"]
-    seen = shift.get("seen_in_training") or {}
-    for i, (name, per_severity) in enumerate(shift["table"].items()):
-        severities = sorted(per_severity, key=int)
-        style = "-" if i < 10 else "--"
-        label = name + {True: " (seen)", False: " (unseen)"}.get(seen.get(name), "")
-        ax.plot([0, *map(int, severities)], [clean, *(per_severity[s] for s in severities)], style, marker="o" if seen.get(name) is not False else "x",
-                markersize=3, label=label)
-    ax.axhline(clean, color="black", linestyle=":", linewidth=1, label=f"clean {clean:.3f}")
-    ax.axhline(shift["mean_accuracy"], color="red", linestyle=":", linewidth=1, label=f"shifted mean {shift['mean_accuracy']:.3f}")
-    if shift.get("unseen_mean_accuracy") is not None:
-        unseen = shift["unseen_mean_accuracy"]
-        ax.axhline(unseen, color="purple", linestyle="-.", linewidth=1, label=f"unseen-family mean {unseen:.3f}")
-    ax.set_xlabel("severity (0 = clean)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Accuracy under corruption (estimate of the hidden test)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    return path
+    if not result.scores and not result.shift:
+        return {}
+    heldout, why = pictures.safe_heldout(result, allow_pickle)
+    if heldout is None:
+        return {"per_class": why}
+    notes = {}
+    if result.shift:
+        pictures.corruption_strip(heldout.images, list(result.shift["table"]), out_dir / STRIP_PNG, seed=int(result.shift.get("seed") or 0))
+        paths["corruption_strip"] = str(out_dir / STRIP_PNG)
+    if result.scores:
+        sheet = pictures.gradcam_sheet(result, heldout, out_dir / GRADCAM_PNG)
+        if sheet.path:
+            paths["gradcam"] = sheet.path
+        else:
+            notes["per_class"] = sheet.note
+    return notes
 
 
 # --- the table model: what both the terminal and the HTML page show ------------------------------------------
@@ -110,10 +111,31 @@ class Table:
     notes: list[str] = field(default_factory=list)
     html_notes: list[str] = field(default_factory=list)  # longer explanations the page has room for
     html_only: bool = False
+    heat: tuple[float, float] | None = None  # (red, green) accuracies: the page colours each percentage cell between
 
 
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _points(delta) -> str:
+    """An accuracy difference in percentage points, signed: "+1.60 points", "-3.20 points" (never a "drop" of -x%)."""
+    return "n/a" if delta is None else f"{100 * float(delta):+.2f} points"
+
+
+def _chance(result: SimulateResult) -> float | None:
+    """The chance level simulate recorded, else the majority-class rate of the scored labels (per-class support)."""
+    if result.chance_level is not None or not result.scores:  # None: a details.json from before chance levels
+        return result.chance_level
+    support = [c["support"] for c in result.scores["per_class"].values()]
+    return chance_level(np.repeat(np.arange(len(support)), support), len(support))
+
+
+def verdict(result: SimulateResult) -> tuple[str, str]:
+    """(word, css class) of the status line: an OK whose accuracy is near chance reads NEAR CHANCE, never a green OK."""
+    if result.ok and result.near_chance:
+        return "NEAR CHANCE", "nearchance"
+    return result.status.upper(), result.status
 
 
 def tables(result: SimulateResult) -> list[Table]:
@@ -131,9 +153,17 @@ def _scores_table(result: SimulateResult) -> Table | None:
     rows = [["accuracy", _pct(scores["accuracy"])], ["balanced accuracy", _pct(scores["balanced_accuracy"])],
             ["macro F1", _pct(scores["macro_f1"])]]
     rows += [[f"accuracy, X fed as {dtype}", _pct(acc)] for dtype, acc in (result.scores_by_input or {}).items()]
+    chance = _chance(result)
+    if chance is not None:
+        rows.append(["chance level (always the most frequent class)", _pct(chance)])
     if shift:
-        rows += [["shifted mean accuracy", _pct(shift["mean_accuracy"])], ["drop from clean", _pct(shift["drop"])]]
-    return Table("scores", "Scores", ["metric", "value"], rows)
+        rows += [["shifted mean accuracy", _pct(shift["mean_accuracy"])],
+                 ["shifted mean vs clean", _points(shift["mean_accuracy"] - shift["clean_accuracy"])]]
+    notes = []
+    if result.near_chance:
+        notes.append(f"accuracy {_pct(scores['accuracy'])} is within 1.5x of the chance level {_pct(chance)}: the model "
+                     "has not learned this task (or the held-out classes do not match the submission's)")
+    return Table("scores", "Scores", ["metric", "value"], rows, notes=notes)
 
 
 _TIMING_LABELS = {
@@ -186,15 +216,20 @@ def _shift_table(result: SimulateResult) -> Table | None:
         return None
     severities = [str(s) for s in shift["severities"]]
     seen = shift.get("seen_in_training") or {}
-    rows = [[name, *(_pct(per.get(s)) for s in severities), _pct(shift["per_corruption_mean"][name]), _SEEN[seen.get(name)]]
-            for name, per in shift["table"].items()]
-    intro = (f"Clean accuracy {_pct(shift['clean_accuracy'])}; mean over {len(rows)} corruptions x {len(severities)} severities "
-             f"{_pct(shift['mean_accuracy'])} (drop {_pct(shift['drop'])}); worst: {shift.get('worst_corruption')}. "
-             f"{_unseen_sentence(shift)}{shift.get('images_per_set', '')} images per corrupted set, seed {shift.get('seed', '')}.")
+    clean = shift["clean_accuracy"]
+    rows = [[name, *(_pct(per.get(s)) for s in severities), _pct(shift["per_corruption_mean"][name]),
+             _points(shift["per_corruption_mean"][name] - clean), _SEEN[seen.get(name)]] for name, per in shift["table"].items()]
+    intro = (f"Clean accuracy {_pct(clean)}; mean over {len(rows)} corruptions x {len(severities)} severities "
+             f"{_pct(shift['mean_accuracy'])} ({_points(shift['mean_accuracy'] - clean)} vs clean); worst: "
+             f"{shift.get('worst_corruption')}. {_unseen_sentence(shift)}{shift.get('images_per_set', '')} images per "
+             f"corrupted set, seed {shift.get('seed', '')}.")
     notes = ["seen in training: the run's corrupt stage drew this family (its colour jitter and RandAugment are not "
              "counted); unknown: the zip's manifest does not say (a zip cbtool did not build, or an older one)."]
-    return Table("shift", "Corruption suite (hidden-test estimate)", ["corruption", *severities, "mean", "seen in training"], rows,
-                 intro=intro, notes=notes)
+    chance = _chance(result)
+    low = min(chance or 0.0, clean)
+    html_notes = [f"cell colour: green at the clean accuracy ({_pct(clean)}), red at {'the chance level ' + _pct(chance) if chance else '0%'}."]
+    return Table("shift", "Corruption suite (hidden-test estimate)", ["corruption", *severities, "mean", "vs clean", "seen in training"],
+                 rows, intro=intro, notes=notes, html_notes=html_notes, heat=(low, clean))
 
 
 _SEEN = {True: "yes", False: "no", None: "unknown"}
@@ -221,7 +256,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-wid
 h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:.6rem 0 1.4rem} td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.ok{color:#11772d;font-weight:bold} .failed{color:#b00020;font-weight:bold}
+.ok{color:#11772d;font-weight:bold} .failed{color:#b00020;font-weight:bold} .nearchance{color:#a05a00;font-weight:bold}
+table.heat td{color:#111}
 .box{border-left:4px solid #b00020;background:#fff4f4;padding:.6rem 1rem;margin:1rem 0}
 .warn{border-left:4px solid #c68a00;background:#fffaf0;padding:.4rem 1rem;margin:.4rem 0}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.85rem} img{max-width:100%}
@@ -229,15 +265,24 @@ pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.85rem} img{max-w
 """
 
 
-def render_html(result: SimulateResult, out_dir: str | Path | None = None) -> str:
-    """One self-contained HTML page (no external resources) showing the result and the plots beside it."""
+# table key -> the pictures shown under that table: (file, heading, element id)
+_PICTURES = {
+    "per_class": [(CONFUSION_PNG, "Confusion matrix", "confusion"),
+                  (GRADCAM_PNG, "Misclassified held-out images, with Grad-CAM of the predicted class", "gradcam")],
+    "shift": [(STRIP_PNG, "One held-out image under every corruption, severities 1-5", "corruption-strip")],
+}
+
+
+def render_html(result: SimulateResult, out_dir: str | Path | None = None, notes: dict[str, str] | None = None) -> str:
+    """One self-contained HTML page (no external resources) showing the result and the pictures beside it; `notes`
+    ({table key: text}) say under a table why a picture is missing (e.g. Grad-CAM on a zip cbtool did not build)."""
     out_dir = Path(out_dir) if out_dir is not None else None
     parts = [_header(result), _failure(result), *(f"<div class='warn'>{_e(w)}</div>" for w in result.warnings), _headline(result)]
-    images = {"per_class": (CONFUSION_PNG, "Confusion matrix"), "shift": (SHIFT_PNG, "Accuracy by corruption and severity")}
     for table in tables(result):
         parts.append(_html_table(table))
-        if table.key in images:
-            parts.append(_image(out_dir, *images[table.key]))
+        parts += [_image(out_dir, *picture) for picture in _PICTURES.get(table.key, [])]
+        if (notes or {}).get(table.key):
+            parts.append(f"<p class='sub' id='{table.key}-note'>{_e(notes[table.key])}</p>")
     body = "\n".join(p for p in parts if p)
     title = f"cbtool simulate: {_e(Path(result.submission).name)}"
     return f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
@@ -249,15 +294,27 @@ def _e(value) -> str:
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    body = "".join("<tr>" + "".join(_cell(c, table.heat) for c in row) + "</tr>" for row in table.rows)
     intro = f"<p>{_e(table.intro)}</p>" if table.intro else ""
     notes = "".join(f"<p class='sub'>{_e(n)}</p>" for n in [*table.notes, *table.html_notes])
-    return f"<h2>{_e(table.title)}</h2>{intro}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+    attrs = f" class='heat' id='{_e(table.key)}-heat'" if table.heat else ""
+    return f"<h2>{_e(table.title)}</h2>{intro}<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+
+def _cell(value, heat: tuple[float, float] | None) -> str:
+    """A table cell; in a heat table a percentage is shaded from red (heat[0]) through yellow to green (heat[1])."""
+    match = re.fullmatch(r"(-?\d+(?:\.\d+)?)%", str(value)) if heat else None
+    if not match:
+        return f"<td>{_e(value)}</td>"
+    low, high = heat
+    t = min(1.0, max(0.0, (float(match.group(1)) / 100 - low) / (high - low))) if high > low else 1.0
+    return f"<td style='background:hsl({120 * t:.0f},70%,72%)'>{_e(value)}</td>"
 
 
 def _header(result: SimulateResult) -> str:
+    word, css = verdict(result)
     return (
-        f"<h1>cbtool simulate: <span class='{_e(result.status)}' id='status'>{_e(result.status.upper())}</span></h1>"
+        f"<h1>cbtool simulate: <span class='{_e(css)}' id='status'>{_e(word)}</span></h1>"
         f"<p class='sub'>submission <code>{_e(result.submission)}</code> &middot; data <code>{_e(result.data)}</code>"
         f" ({_e(result.n_images)} images) &middot; profile <b>{_e(result.profile.get('name'))}</b></p>"
     )
@@ -278,16 +335,18 @@ def _headline(result: SimulateResult) -> str:
     if not result.scores:
         return ""
     big = f"<p class='big'>accuracy <b id='accuracy'>{_pct(result.scores['accuracy'])}</b>"
+    if result.near_chance:
+        big += f" <span class='nearchance'>(chance level {_pct(_chance(result))})</span>"
     if result.shift:
         big += f" &middot; shifted <b id='shift-mean'>{_pct(result.shift['mean_accuracy'])}</b>"
     return big + "</p>"
 
 
-def _image(out_dir: Path | None, name: str, alt: str) -> str:
+def _image(out_dir: Path | None, name: str, alt: str, element_id: str) -> str:
     if out_dir is None or not (out_dir / name).exists():
         return ""
     data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
-    return f"<h2>{_e(alt)}</h2><img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+    return f"<h2>{_e(alt)}</h2><img id='{element_id}' alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
 
 
 # --- terminal ---------------------------------------------------------------------------------------------------
@@ -295,7 +354,7 @@ def _image(out_dir: Path | None, name: str, alt: str) -> str:
 
 def render_text(result: SimulateResult) -> str:
     """The terminal rendering of a simulate result: status, failure, warnings, then the same tables as the HTML."""
-    lines = [f"simulate: {result.status.upper()}  ({result.submission}, profile {result.profile.get('name')}, {result.n_images} images)"]
+    lines = [f"simulate: {verdict(result)[0]}  ({result.submission}, profile {result.profile.get('name')}, {result.n_images} images)"]
     failure = result.failure
     if failure:
         lines += ["", f"FAILED: {failure.kind} during {failure.phase}", *("  " + ln for ln in failure.message.splitlines())]

@@ -73,17 +73,19 @@ def _showing(tiles: list) -> str:
     return f" (showing {SHEET_MAX} of {len(tiles)} images; report.json lists every one)"
 
 
-def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str | list[str]]], path: Path, title: str) -> Path:
-    """A grid of images, each captioned by its lines (long ones wrapped to the tile's width), written as a PNG."""
+def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str | list[str]]], path: Path, title: str,
+                  columns: int = COLUMNS, scale: int = 1) -> Path:
+    """A grid of images (enlarged `scale` times, pixels kept sharp), each captioned by its lines (long ones wrapped
+    to the tile's width), written as a PNG."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    h, w = images.shape[1:3]
+    h, w = images.shape[1] * scale, images.shape[2] * scale
     tile_w = max(w, TILE_MIN_WIDTH)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
     captions = [wrap_caption([c] if isinstance(c, str) else c, tile_w - 2, lambda t: measure(t, font=font)) for _, c in tiles]
     cap = LINE_HEIGHT * max((len(c) for c in captions), default=1) + 2
-    cols = max(1, min(COLUMNS, len(tiles)))
+    cols = max(1, min(columns, len(tiles)))
     rows = (len(tiles) + cols - 1) // cols
     title_lines = wrap_caption([title], max(cols * (tile_w + 2), 400) - 4, lambda t: measure(t, font=font))
     head = LINE_HEIGHT * len(title_lines) + 6
@@ -92,11 +94,17 @@ def contact_sheet(images: np.ndarray, tiles: list[tuple[int, str | list[str]]], 
     draw.multiline_text((2, 2), "\n".join(title_lines), fill="black", font=font, spacing=1)
     for k, ((index, _), lines) in enumerate(zip(tiles, captions)):
         x, y = (k % cols) * (tile_w + 2), head + (k // cols) * (h + cap + 2)
-        sheet.paste(Image.fromarray(np.asarray(images[index], dtype=np.uint8)), (x + (tile_w - w) // 2, y))
+        tile = Image.fromarray(np.asarray(images[index], dtype=np.uint8))
+        sheet.paste(tile.resize((w, h), Image.NEAREST) if scale != 1 else tile, (x + (tile_w - w) // 2, y))
         draw.multiline_text((x + 1, y + h + 1), "\n".join(lines), fill="black", font=font, spacing=1)
     with atomic_path(path, suffix=".png") as tmp:
         sheet.save(tmp, format="PNG", compress_level=1)
     return path
+
+
+def zoom(images: np.ndarray) -> int:
+    """The enlargement that makes small images (the AN2DL 96x96) readable on a report page: 2 up to 128 px, else 1."""
+    return 2 if max(images.shape[1:3]) <= 128 else 1
 
 
 def wrap_caption(lines: list[str], width_px: float, measure: Callable[[str], float]) -> list[str]:

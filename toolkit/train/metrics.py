@@ -103,12 +103,12 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path: str | Path, titl
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_curves(history: dict, path: str | Path, phase_boundary: int | None = None) -> Path:
     """Write `learning_curves_figure` as a PNG."""
-    return _save(learning_curves_figure(history, phase_boundary), path)
+    return save_figure(learning_curves_figure(history, phase_boundary), path)
 
 
 def learning_curves_figure(history: dict, phase_boundary: int | None = None):
@@ -178,7 +178,8 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height))
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out `fig` and write it atomically as a PNG at `path`."""
     from toolkit.fsutil import atomic_path
 
     path = Path(path)
