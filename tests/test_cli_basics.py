@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -132,3 +133,19 @@ def test_export_prints_no_tensorflow_log_lines_unless_debug(tmp_path):
     assert debug.returncode == 0, debug.stderr
     if not re.search(r"oneDNN|absl|cpu_feature_guard", debug.stderr):
         pytest.skip("this TensorFlow build prints no import-time log lines, so there is nothing to hide")
+
+
+def test_shared_choice_says_did_you_mean():
+    from toolkit.cli._common import Choice, Result, cbtool_command
+
+    group = click.Group()
+
+    @cbtool_command(group, "pick")
+    @click.option("--fmt", type=Choice(["portable", "keras", "onnx"]))
+    def pick(out, fmt):
+        return Result(data={"fmt": fmt})
+
+    assert json.loads(CliRunner().invoke(group, ["pick", "--fmt", "onnx", "--json"]).stdout) == {"fmt": "onnx"}
+    refused = CliRunner().invoke(group, ["pick", "--fmt", "onnnx"])
+    assert refused.exit_code == 2 and "(did you mean onnx?)" in refused.output
+    assert "did you mean" not in CliRunner().invoke(group, ["pick", "--fmt", "tflite"]).output
