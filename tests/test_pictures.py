@@ -109,3 +109,35 @@ def test_gradcam_on_a_zip_cbtool_did_not_build_says_it_needs_one(tmp_path):
     sheet = misclassified_sheet(foreign, ds.images, ds.labels, CLASSES, tmp_path / "g.png")
     assert sheet.path is None and not (tmp_path / "g.png").exists()
     assert "Grad-CAM needs a cbtool-built zip in the portable or keras format" in sheet.note and "no cbtool manifest" in sheet.note
+
+
+def test_gradcam_points_at_the_region_that_drives_the_class_score():
+    """A network whose class-0 score grows with brightness: Grad-CAM of class 0 peaks on the one bright patch."""
+    from tensorflow import keras
+
+    from toolkit.gradcam import gradcam, overlay
+
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.Conv2D(1, 4, strides=4, use_bias=False, activation="relu", kernel_initializer="ones", name="features")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(2, activation="softmax", kernel_initializer=keras.initializers.Constant([[0.01, -0.01]]))(pooled)
+    model = keras.Model(inputs, outputs)
+    images = np.full((2, 32, 32, 3), 20, dtype=np.uint8)
+    images[0, :8, :8] = 250  # top-left
+    images[1, 24:, 16:24] = 250  # bottom, third column of cells
+    cams = gradcam(model, images.astype(np.float32), np.array([0, 0]))
+    assert cams.shape == (2, 8, 8) and cams.max() == 1.0
+    assert np.unravel_index(cams[0].argmax(), cams[0].shape) in {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert np.unravel_index(cams[1].argmax(), cams[1].shape) in {(6, 4), (6, 5), (7, 4), (7, 5)}
+    shown = overlay(np.full_like(images, 128), cams)  # on a flat grey image only the map colours the overlay
+    assert shown.shape == images.shape and shown.dtype == np.uint8
+    hot, cold = shown[0, :8, :8].reshape(-1, 3).mean(axis=0), shown[0, 24:, 24:].reshape(-1, 3).mean(axis=0)
+    assert hot[0] > cold[0] + 50 and cold[2] > hot[2] + 50, (hot, cold)  # red where it looked, blue elsewhere
+
+
+def test_model_spec_is_read_from_model_py_without_running_it():
+    from toolkit.gradcam import model_spec
+
+    assert model_spec("import os\nMODEL_SPEC = {'variant': 'convnext_test', 'depths': [1, 1, 2, 1]}\nos.remove('x')\n") == {
+        "variant": "convnext_test", "depths": [1, 1, 2, 1]}
+    assert model_spec("MODEL_SPEC = build()\n") is None and model_spec("def (:") is None and model_spec("") is None

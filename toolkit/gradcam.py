@@ -64,9 +64,28 @@ def load_network(zip_path: str | Path) -> Network:
 
         weights = Path(tmp) / weights_file(fmt)
         weights.write_bytes(sub.read(weights.name, max_bytes=MAX_WEIGHTS_MB * 2**20))
-        model = _rebuild(spec, fmt, weights)
+        model = _rebuild(model_spec(sub.model_py or "") or spec, fmt, weights)
     prep = manifest.get("preprocessing") or {}
     return Network(model, int(prep.get("input_size") or spec.get("input_size") or 96), str(prep.get("resize") or "bilinear"))
+
+
+def model_spec(model_py: str) -> dict | None:
+    """The literal `MODEL_SPEC = {...}` of a cbtool model.py (the spec the submission itself builds), read without
+    running the file; None when there is no such literal."""
+    import ast
+
+    try:
+        tree = ast.parse(model_py)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODEL_SPEC" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
 
 
 def _rebuild(spec: dict, fmt: str, weights: Path):
