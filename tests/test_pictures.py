@@ -48,9 +48,13 @@ def test_truncated_sheet_says_how_many_it_shows_and_labels_tiles_with_full_class
 
 def test_outlier_ranking_tiles_carry_class_and_score(tmp_path, monkeypatch):
     ds = _dataset()
-    seen = {}
-    real = clean_report.contact_sheet
-    monkeypatch.setattr(clean_report, "contact_sheet", lambda images, tiles, path, title: seen.setdefault(path.name, tiles) and real(images, tiles, path, title))
+    seen, real = {}, clean_report.contact_sheet
+
+    def spy(images, tiles, path, title):
+        seen[path.name] = tiles
+        return real(images, tiles, path, title)
+
+    monkeypatch.setattr(clean_report, "contact_sheet", spy)
     clean_report.write_report(_report(ds), ds, tmp_path)
     ranking = seen["sheet_outlier_ranking.png"]
     assert ranking[0] == (203, [CLASSES[203 % 8], "#203 score 9.50"])

@@ -142,7 +142,7 @@ def test_html_renders_the_key_numbers_in_chromium(tmp_path):
     assert re.search(rf"{worst}\t" + r"\t".join([r"\d+\.\d\d%"] * 6) + r"\t-\d+\.\d\d points", text), "the corruption row is not laid out"
     drop = result.shift["mean_accuracy"] - result.shift["clean_accuracy"]
     assert f"shifted mean vs clean\t{100 * drop:+.2f} points" in text and "drop" not in text.lower()
-    assert f"chance level (always the most frequent class)\t12.50%" in text
+    assert "chance level (always the most frequent class)\t12.50%" in text
     assert "Immature granulocytes" in text
     assert seen["images"] and all(width > 300 for width in seen["images"]) and len(seen["images"]) == 2
     for element in ("status", "accuracy", "shift-mean", "shift-heat", "corruption-strip", "per_class-note"):

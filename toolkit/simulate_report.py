@@ -227,7 +227,8 @@ def _shift_table(result: SimulateResult) -> Table | None:
              "counted); unknown: the zip's manifest does not say (a zip cbtool did not build, or an older one)."]
     chance = _chance(result)
     low = min(chance or 0.0, clean)
-    html_notes = [f"cell colour: green at the clean accuracy ({_pct(clean)}), red at {'the chance level ' + _pct(chance) if chance else '0%'}."]
+    red = f"the chance level {_pct(chance)}" if chance else "0%"
+    html_notes = [f"cell colour: green at the clean accuracy ({_pct(clean)}), red at {red}."]
     return Table("shift", "Corruption suite (hidden-test estimate)", ["corruption", *severities, "mean", "vs clean", "seen in training"],
                  rows, intro=intro, notes=notes, html_notes=html_notes, heat=(low, clean))
 
