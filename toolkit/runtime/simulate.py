@@ -143,6 +143,7 @@ def simulate(
             plan.inputs.clear()  # close the memory maps before their folder goes
         result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
         static = [f"check: [{i.code}] {i.message}" for i in findings or []]
+        result.class_map = match.class_map
         result.warnings += match.warnings + static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
         return _judge(result, run, plan, data, profile, sub)
 
@@ -255,7 +256,6 @@ def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, o
         inputs={name: {"n": shape[0], "dtype": dtype} for name, (shape, dtype) in plan.shapes.items() if not name.startswith("shift/")},
         seed=options.seed,
         versions=_host_versions(profile),
-        class_map=options.class_map,
     )
 
 

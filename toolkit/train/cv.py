@@ -15,7 +15,7 @@ import numpy as np
 from toolkit.artifacts import FoldDir, RunDir
 from toolkit.errors import DataError
 from toolkit.fsutil import atomic_path, sha256_file, write_json
-from toolkit.results import Result
+from toolkit.results import Result, chance_level
 
 REPORT_JSON = "cv_report.json"
 REPORT_CONFUSION_PNG = "confusion_matrix.png"
@@ -99,10 +99,13 @@ class CvReport(Result):
     coverage: dict | None  # rows of folds.json, rows covered, folds missing; None when no run has a fold record
     warnings: list[str] = field(default_factory=list)
     report_dir: str | None = None
+    chance_level: float | None = None  # majority-class rate of the pooled labels (at least 1/K)
+    near_chance: bool = False  # pooled accuracy within 1.5x of chance_level: a warning
 
 
 def cv_report(run_dirs: list[str | Path], report_dir: str | Path | None = None) -> CvReport:
     """Pool the runs' oof.npz into one report; refuse mixed class lists, a fold given twice or overlapping rows."""
+    from toolkit.runtime.scoring import chance_warning
     from toolkit.train.metrics import accuracy, classification_metrics
 
     runs = [load_oof(run) for run in run_dirs]
@@ -114,8 +117,11 @@ def cv_report(run_dirs: list[str | Path], report_dir: str | Path | None = None) 
     scores = np.array([row["accuracy"] for row in per_run])
     pooled = classification_metrics(labels, predicted, runs[0].class_names)
     coverage, warnings = _coverage(runs)
+    chance = chance_level(labels, len(runs[0].class_names))
+    near = chance_warning("out-of-fold accuracy", pooled["accuracy"], chance)
     result = CvReport(len(labels), pooled["accuracy"], float(scores.mean()), float(scores.std()), per_run, pooled,
-                      coverage, warnings, str(report_dir) if report_dir else None)
+                      coverage, warnings + ([near] if near else []), str(report_dir) if report_dir else None,
+                      chance, near is not None)
     if report_dir:
         _write_report(Path(report_dir), result)
     return result
