@@ -59,6 +59,10 @@ def test_outlier_ranking_tiles_carry_class_and_score(tmp_path, monkeypatch):
     ranking = seen["sheet_outlier_ranking.png"]
     assert ranking[0] == (203, [CLASSES[203 % 8], "#203 score 9.50"])
     assert [t[1][0] for t in ranking] == [CLASSES[i % 8] for i in range(203, 208)]
+    report = _report(ds)
+    report.removed.append(Removal(204, "outlier", None, int(ds.labels[204])))  # --drop-outliers: its tile shows the score
+    clean_report.write_report(report, ds, tmp_path / "dropped")
+    assert seen["sheet_outlier.png"] == [(204, [CLASSES[204 % 8], "#204 score 8.50"])]
 
 
 def test_captions_wrap_at_the_tile_width_and_never_lose_characters():

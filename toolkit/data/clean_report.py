@@ -32,7 +32,7 @@ def write_report(report: CleanReport, ds: Dataset, out_dir: str | Path) -> dict[
         if rows:
             # group members sit side by side so a person sees what was matched with what
             rows.sort(key=lambda r: (r.group if r.group is not None else -1, r.index))
-            tiles = _tiles(rows, kept, ds)
+            tiles = _tiles(rows, kept, ds, {o["index"]: o["score"] for o in report.outliers})
             title = f"{reason}: {len(rows)} removed" + _showing(tiles)
             written[reason] = str(contact_sheet(ds.images, tiles[:SHEET_MAX], out_dir / f"sheet_{reason}.png", title))
             shown[reason] = {"title": title, "images": len(tiles), "shown": min(len(tiles), SHEET_MAX)}
@@ -48,12 +48,12 @@ def write_report(report: CleanReport, ds: Dataset, out_dir: str | Path) -> dict[
     return written
 
 
-def _tiles(rows, kept: dict, ds: Dataset) -> list[tuple[int, list[str]]]:
-    """Captioned tiles (class name, then index and group); the copy that was kept is shown first in its group, so
-    each removal can be compared with it."""
-    tiles, shown = [], set()
+def _tiles(rows, kept: dict, ds: Dataset, scores: dict | None = None) -> list[tuple[int, list[str]]]:
+    """Captioned tiles (class name, then index and group, or the outlier score); the copy that was kept is shown
+    first in its group, so each removal can be compared with it."""
+    tiles, shown, scores = [], set(), scores or {}
     for r in rows:
-        group = "" if r.group is None else f" g{r.group}"
+        group = f" g{r.group}" if r.group is not None else (f" score {scores[r.index]:.2f}" if r.index in scores else "")
         if r.group in kept and r.group not in shown:
             shown.add(r.group)
             tiles.append((kept[r.group], [_class_name(ds, ds.labels[kept[r.group]]), f"KEPT #{kept[r.group]}{group}"]))
