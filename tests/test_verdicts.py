@@ -123,7 +123,7 @@ def test_a_128px_heldout_set_is_refused_for_a_96px_grader(tmp_path, blood_zip):
     rng = np.random.default_rng(0)
     big = tmp_path / "big.npz"
     np.savez(big, images=rng.integers(0, 256, (4, 128, 128, 3), dtype=np.uint8), labels=np.arange(4))
-    code, out = _cli("simulate", blood_zip, "--data", big, "--profile", "local")
+    code, out = _cli("simulate", blood_zip, "--data", big, "--profile", "an2dl-2024")  # refused before any run
     message = out["error"]["message"]
     assert code == 1 and str(big) in message and "images are 128x128x3" in message, out
     assert "feeds 96x96x3: resize your held-out set to 96x96 or use a profile whose contract says image_shape = [128, 128, 3]" in message
