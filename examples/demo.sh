@@ -2,6 +2,8 @@
 # The README's main job on the bundled demo data, end to end:
 # demo data -> inspect -> clean -> split -> train -> export -> build-submission -> validate-preprocessing -> simulate --shift
 # Usage: bash examples/demo.sh [OUT_DIR]   (expects `cbtool` on PATH; `make demo` sets that up)
+# The same commands as the recorded walkthrough examples/an2dl-2024/README.md (tests/test_docs.py checks it), whose
+# outputs show what each step prints.
 set -euo pipefail
 OUT="${1:-demo_out}"
 mkdir -p "$OUT"
@@ -9,16 +11,16 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 step() { printf '\n=== %s\n' "$*" >&2; }
 
 step "1/9 demo data (synthetic 8-class 96x96 cells with planted duplicates, conflicts and memes)"
-cbtool demo-data -o "$OUT/demo.npz"
+cbtool demo-data -o "$OUT/training_set.npz"
 
 step "2/9 inspect"
-cbtool inspect "$OUT/demo.npz"
+cbtool inspect "$OUT/training_set.npz"
 
 step "3/9 clean (dedup, conflicting labels, meme clusters; report with contact sheets)"
-cbtool clean "$OUT/demo.npz" -o "$OUT/clean.npz" --report "$OUT/clean_report"
+cbtool clean "$OUT/training_set.npz" -o "$OUT/training_clean.npz" --report "$OUT/clean_report"
 
 step "4/9 split (stratified, group-aware)"
-cbtool split "$OUT/clean.npz" --val 0.15 --test 0.15 --seed 0 -o "$OUT/split"
+cbtool split "$OUT/training_clean.npz" --val 0.15 --test 0.15 --seed 0 -o "$OUT/split"
 
 step "5/9 train (convnext_test on CPU; a few minutes)"
 rm -rf "$OUT/run"  # a re-run starts a fresh run dir (train refuses to overwrite one)
