@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from toolkit.data import clean_report
@@ -149,3 +150,15 @@ def test_model_spec_is_read_from_model_py_without_running_it():
     assert model_spec("import os\nMODEL_SPEC = {'variant': 'convnext_test', 'depths': [1, 1, 2, 1]}\nos.remove('x')\n") == {
         "variant": "convnext_test", "depths": [1, 1, 2, 1]}
     assert model_spec("MODEL_SPEC = build()\n") is None and model_spec("def (:") is None and model_spec("") is None
+
+
+def test_heat_range_is_red_at_chance_and_green_at_the_best_cell():
+    from toolkit.simulate_pictures import heat_range
+
+    shift = {"clean_accuracy": 0.9, "table": {"jpeg": {"1": 0.85, "5": 0.4}, "bubbles": {"1": 0.92, "5": 0.6}}}
+    assert heat_range(shift, 0.125) == (0.125, 0.92)
+    assert heat_range(shift, None) == (0.0, 0.92)
+    near = {"clean_accuracy": 0.225, "table": {"jpeg": {"1": 0.2, "5": 0.35}}}
+    assert heat_range(near, 0.335) == (0.335, 0.35)  # a model at chance: (almost) every cell is red
+    low, high = heat_range(near, 0.5)
+    assert low == 0.5 and high == pytest.approx(0.5, abs=1e-5) and high > low  # every cell below chance: all red

@@ -43,27 +43,35 @@ def load_heldout(result, allow_pickle: bool = False) -> HeldOut:
 
 
 def plot_shift(shift: dict, path: str | Path, chance: float | None = None) -> Path:
-    """A heat map of accuracy, family x severity (plus clean and mean columns): green at clean accuracy, red at the
-    chance level (or 0), each cell printed as a percentage."""
+    """A heat map of accuracy, family x severity (plus clean and mean columns), coloured by `heat_range`, each cell
+    printed as a percentage."""
     from matplotlib.figure import Figure
 
     families = list(shift["table"])
     severities = [str(s) for s in shift["severities"]]
     clean = float(shift["clean_accuracy"])
     grid = np.array([[clean, *(shift["table"][f].get(s, np.nan) for s in severities), shift["per_corruption_mean"][f]] for f in families])
-    low = min(float(chance or 0.0), clean - 1e-6)
+    low, high = heat_range(shift, chance)
     fig = Figure(figsize=(8, 0.42 * len(families) + 1.6))
     ax = fig.subplots()
-    image = ax.imshow(grid, cmap="RdYlGn", vmin=low, vmax=clean, aspect="auto")
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=low, vmax=high, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         ax.text(j, i, "n/a" if np.isnan(value) else f"{100 * value:.1f}", ha="center", va="center", fontsize=8)
     seen = shift.get("seen_in_training") or {}
     ax.set_yticks(range(len(families)), labels=[f + {True: " (seen)", False: " (unseen)"}.get(seen.get(f), "") for f in families])
     ax.set_xticks(range(len(severities) + 2), labels=["clean", *(f"sev {s}" for s in severities), "mean"])
     ax.xaxis.tick_top()
-    fig.colorbar(image, ax=ax, label="accuracy (green = clean, red = " + ("chance)" if chance else "0)"))
+    fig.colorbar(image, ax=ax, label="accuracy (red = " + ("chance level or below)" if low > 0 else "0)"))
     ax.set_title(f"Accuracy (%) under corruption; mean {100 * shift['mean_accuracy']:.1f}, clean {100 * clean:.1f}", pad=24)
     return save_figure(fig, path)
+
+
+def heat_range(shift: dict, chance: float | None) -> tuple[float, float]:
+    """(red, green) of the corruption heat map: green at the clean accuracy (or the best cell, when higher), red at the
+    chance level (0 when unknown), so a model at or below chance shows red everywhere."""
+    cells = [float(a) for per in shift["table"].values() for a in per.values()]
+    low = float(chance) if chance is not None else 0.0
+    return low, max([float(shift["clean_accuracy"]), *cells, low + 1e-6])
 
 
 def corruption_strip(images: np.ndarray, families: list[str], path: str | Path, seed: int = 0, index: int = 0) -> Path:

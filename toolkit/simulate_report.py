@@ -23,7 +23,7 @@ import numpy as np
 from toolkit.fsutil import atomic_open, write_json
 from toolkit.results import chance_level
 from toolkit.runtime.simulate import SimulateResult
-from toolkit.simulate_pictures import plot_shift
+from toolkit.simulate_pictures import heat_range, plot_shift
 
 __all__ = ["codabench_scores", "plot_shift", "render_html", "render_text", "tables", "write_report", "Table"]
 
@@ -225,12 +225,11 @@ def _shift_table(result: SimulateResult) -> Table | None:
              f"corrupted set, seed {shift.get('seed', '')}.")
     notes = ["seen in training: the run's corrupt stage drew this family (its colour jitter and RandAugment are not "
              "counted); unknown: the zip's manifest does not say (a zip cbtool did not build, or an older one)."]
-    chance = _chance(result)
-    low = min(chance or 0.0, clean)
-    red = f"the chance level {_pct(chance)}" if chance else "0%"
-    html_notes = [f"cell colour: green at the clean accuracy ({_pct(clean)}), red at {red}."]
+    low, high = heat_range(shift, _chance(result))
+    red = f"the chance level {_pct(low)}" if low > 0 else "0%"
+    html_notes = [f"cell colour: green at {_pct(high)} (the clean accuracy, or the best cell when higher), red at {red} or below."]
     return Table("shift", "Corruption suite (hidden-test estimate)", ["corruption", *severities, "mean", "vs clean", "seen in training"],
-                 rows, intro=intro, notes=notes, html_notes=html_notes, heat=(low, clean))
+                 rows, intro=intro, notes=notes, html_notes=html_notes, heat=(low, high))
 
 
 _SEEN = {True: "yes", False: "no", None: "unknown"}
