@@ -132,3 +132,6 @@ AN2DL_2024 = Contract(key=2024, class_name="Model", init_args=(), input="numpy",
 AN2DL_2023 = Contract(key=2023, class_name="model", init_args=("path",), input="tensor", dtypes=("float32",),
                       methods=("predict",), metadata=True, cwd="unknown", num_classes=2, image_shape=(96, 96, 3))
 SHORTHANDS = {2024: AN2DL_2024, 2023: AN2DL_2023}
+# The 2024 calling convention without the blood-cell class count and image size: for the `local` profile, which runs
+# one's own data and models of any class count or input size (toolkit.runtime.profiles.local_profile).
+LOCAL_2024 = dataclasses.replace(AN2DL_2024, num_classes=None, image_shape=None)
