@@ -299,11 +299,11 @@ def test_human_output_is_a_table_and_failure_exit_code_is_3(tmp_path, heldout):
     assert "np.argmax(output, axis=-1)" in result.output
 
 
-def test_cbtool_errors_exit_1(tmp_path, heldout):
+def test_a_missing_zip_and_a_bad_memory_limit_are_usage_errors(tmp_path, heldout):
     code, out = run_cli(tmp_path / "missing.zip", "--data", heldout[0])
-    assert code == 1 and "no such submission zip" in out["error"]["message"]
+    assert code == 2 and "missing.zip" in out["error"]["message"] and out["error"]["kind"] == "usage", out
     code, out = run_cli(make_zip("good", tmp_path), "--data", heldout[0], "--memory-limit", "lots")
-    assert code == 1 and "--memory-limit" in out["error"]["message"]
+    assert code == 2 and "--memory-limit" in out["error"]["message"] and out["error"]["kind"] == "usage", out
 
 
 def test_real_convnext_submission_scores_what_the_training_process_computed(tmp_path):

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, UsageError
 from toolkit.results import Failure, Result, chance_level
 from toolkit.runtime import scoring, shift as shift_suite
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
@@ -97,16 +97,16 @@ class SimulateOptions:
 
 
 def parse_memory(text: str | None) -> int | None:
-    """'4G', '512M', '1.5g', '800' (MB) -> megabytes; None stays None."""
+    """'4G', '512M', '1.5g', '800' (MB) -> megabytes; None stays None; anything else is a UsageError (exit 2)."""
     if text is None:
         return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*", str(text))
     if not m:
-        raise ConfigError(f"--memory-limit must look like 4G, 512M or 800 (megabytes); found {text!r}")
+        raise UsageError(f"--memory-limit must look like 4G, 512M or 800 (megabytes); found {text!r}")
     value, unit = float(m.group(1)), m.group(2).upper()
     mb = value * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
     if mb < 1:
-        raise ConfigError(f"--memory-limit {text!r} is below 1 MB")
+        raise UsageError(f"--memory-limit {text!r} is below 1 MB")
     return int(round(mb))
 
 
