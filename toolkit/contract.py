@@ -1,6 +1,7 @@
 """The grader's contract as data: what the ingestion program calls, with what, and from where.
 
-One `Contract` record is read by everything that depends on it: `check` (static class/method/metadata checks), the
+One `Contract` record is read by everything that depends on it: `check` (static class/method/metadata checks, the
+manifest's class count against `num_classes`), `simulate` (held-out images against `image_shape`), the
 model.py renderer (class name, constructor, extra methods), the sandbox child (through its request file: how it
 instantiates the class, which methods it calls, in which working directory, with numpy or tf.Tensor input) and
 `validate-preprocessing` (which dtypes it probes). The two AN2DL contracts are the instances below; a profile TOML
