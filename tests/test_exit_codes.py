@@ -33,9 +33,9 @@ CASES = [
     ("check {missing}.zip", "does not exist", None),
     ("simulate {zip} --data {npz} --profile an2dl-2042", "did you mean an2dl-2024?", None),
     ("simulate {zip} --data {npz} --time-limit 0", "--time-limit", None),
-    ("simulate {zip} --data {npz} --memory-limit 4X", "--memory-limit", _xfail("owner A: parse_memory should raise UsageError")),
+    ("simulate {zip} --data {npz} --memory-limit 4X", "--memory-limit", None),
     ("simulate {zip} --data {npz} --class-map nonsense", "--class-map", None),
-    ("simulate {missing}.zip --data {npz}", "missing", _xfail("owner A: simulate SUBMISSION should be click.Path(exists=True)")),
+    ("simulate {missing}.zip --data {npz}", "missing", None),
     ("predict {zip} --data {npz} -o {out}.csv --profile an2dl-2042", "did you mean an2dl-2024?", None),
     ("predict {zip} --data {npz} -o {out}.csv --batch-size 0", "--batch-size", None),
     ("predict {zip} --data {missing}.npz -o {out}.csv", "missing", None),
@@ -67,7 +67,7 @@ CASES = [
     ("split {npz} -o {out} --val 1.5", "val", _xfail("owner C: split fractions are option values")),
     ("split {npz} -o {out} --folds 1", "--folds", None),
     ("demo-data -o {out}.npz --n 10", "--n", _xfail("owner C: demo-data --n too small is an option value")),
-    ("cv-report {missing}", "missing", _xfail("owner A: cv-report RUNS should be click.Path(exists=True)")),
+    ("cv-report {missing}", "missing", None),
     ("no-such-command", "No such command", None),
 ]
 
