@@ -175,7 +175,7 @@ def run_python(block: Block, scratch: Path, doc: Path) -> str:
 
 
 class BlockFailed(Exception):
-    """A python block (set-up code shown in the docs) failed: the file cannot be checked."""
+    """A python block (set-up code shown in the docs) failed, or two blocks share a name: the file cannot be run."""
 
 
 def run_doc(doc: Path, scratch: Path, log) -> list[tuple[Block, str]]:
@@ -184,12 +184,17 @@ def run_doc(doc: Path, scratch: Path, log) -> list[tuple[Block, str]]:
     if not (scratch / "examples").exists():
         (scratch / "examples").symlink_to(ROOT / "examples")
     fresh, printed = [], {}
-    for block in find_blocks(doc.read_text()):
+    blocks = find_blocks(doc.read_text())
+    names = [block.name for block in blocks]
+    if len(set(names)) < len(names):
+        raise BlockFailed(f"{doc}: two blocks share a name: {sorted({n for n in names if names.count(n) > 1})}")
+    for block in blocks:
         started = time.monotonic()
         if block.lang == "python":
             printed[block.name] = run_python(block, scratch, doc)
         elif block.name.endswith(OUTPUT_SUFFIX):
-            fresh.append((block, printed.get(block.name[:-len(OUTPUT_SUFFIX)], "[no python block of that name]") + "\n"))
+            source = block.name[:-len(OUTPUT_SUFFIX)]
+            fresh.append((block, printed.get(source, f"[no python block {source!r} before this one]") + "\n"))
         else:
             steps = [(cmd, run_command(cmd, scratch)) for cmd, _ in parse_console(block.body)]
             fresh.append((block, render_console(steps)))
@@ -208,11 +213,13 @@ def block_diff(doc: Path, block: Block, new_body: str) -> str:
 
 
 def write_doc(doc: Path, fresh: list[tuple[Block, str]]) -> int:
-    """Rewrite the blocks whose compared form changed; how many were rewritten."""
+    """Rewrite the blocks whose compared form changed, found again by name (the prose may have been edited
+    meanwhile); how many were rewritten."""
     text, changed = doc.read_text(), 0
-    for block, body in sorted(fresh, key=lambda item: item[0].span[0], reverse=True):
-        if comparable(block.body) != comparable(body):
-            text = text[:block.span[0]] + body + text[block.span[1]:]
+    bodies = {block.name: body for block, body in fresh if comparable(block.body) != comparable(body)}
+    for block in reversed(find_blocks(text)):
+        if block.name in bodies:
+            text = text[:block.span[0]] + bodies.pop(block.name) + text[block.span[1]:]
             changed += 1
     if changed:
         doc.write_text(text)

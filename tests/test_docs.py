@@ -79,7 +79,8 @@ def _doc(path: Path, inspect_output: str) -> Path:
         "# a walkthrough\n\n<!-- transcript: make -->\n```console\n$ cbtool demo-data -o d.npz --n 300\n```\n"
         "<!-- /transcript -->\n\nSet-up code, run as shown:\n\n<!-- transcript: convert -->\n```python\n"
         "import numpy as np\nd = np.load('d.npz')\nnp.savez('small.npz', images=d['images'][:40], labels=d['labels'][:40])\n"
-        "```\n<!-- /transcript -->\n\n<!-- transcript: look -->\n```console\n$ cbtool inspect small.npz\n"
+        "print(f'kept 40 of {len(d[\"images\"])}')\n```\n<!-- /transcript -->\n\nIt prints:\n\n"
+        "<!-- transcript: convert-output -->\n```text\n```\n<!-- /transcript -->\n\n<!-- transcript: look -->\n```console\n$ cbtool inspect small.npz\n"
         f"{inspect_output}$ cbtool inspect missing.npz\n```\n<!-- /transcript -->\n\nThe end.\n")
     return path
 
@@ -92,6 +93,7 @@ def test_check_fails_on_drift_and_write_regenerates_the_blocks(tmp_path):
     assert _run("--write", str(doc)).returncode == 0
     text = doc.read_text()
     assert "wrote d.npz: 300 images" in text and text.endswith("The end.\n")
+    assert "```text\nkept 40 of 300\n```" in text  # what the python block printed
     look = re.search(r"\$ cbtool inspect small\.npz\n(.*?)\$ cbtool inspect missing\.npz\n(.*?)```", text, re.S)
     assert "(40, 96, 96, 3)" in look.group(1)
     assert look.group(2).splitlines()[-1] == "[exit 1]", look.group(2)  # a failing command records its exit code
