@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.contract import AN2DL_2023, AN2DL_2024, Contract, contract_from
+from toolkit.contract import AN2DL_2023, AN2DL_2024, LOCAL_2024, Contract, contract_from
 from toolkit.errors import RuntimeProfileError, did_you_mean
 from toolkit.settings import check_settings
 
@@ -90,7 +90,7 @@ def local_profile() -> Profile:
         pass
     return Profile(
         name="local",
-        contract=AN2DL_2024,
+        contract=LOCAL_2024,
         packages=(),
         keras_major=int(keras_version.split(".")[0]) if keras_version else 3,
         keras_version=keras_version,
