@@ -139,19 +139,6 @@ def _simulate(zip_path, data, profile: str) -> dict:
     return out
 
 
-def _pinned(name: str):
-    from toolkit.errors import RuntimeProfileError
-    from toolkit.runtime.profiles import get_profile
-    from toolkit.runtime.sandbox import runtime_python
-
-    profile = get_profile(name)
-    try:
-        runtime_python(profile)
-    except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
-        pytest.skip(f"runtime {name} unavailable: {exc}")
-    return profile
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("profile_name", ["an2dl-2024", "an2dl-2023"])
 def test_trained_submission_scores_in_the_pinned_runtime_what_training_computed(trained, tmp_path, profile_name):
@@ -161,7 +148,9 @@ def test_trained_submission_scores_in_the_pinned_runtime_what_training_computed(
     from toolkit.submission.build import build_submission
     from toolkit.submission.validate import validate_preprocessing
 
-    profile = _pinned(profile_name)
+    from test_build_submission import _runtime  # the pinned profile, its venv made (skips without a registry)
+
+    profile = _runtime(profile_name)
     trained = trained(profile.contract.num_classes)
     metrics = json.loads((trained / "run" / "metrics.json").read_text())
     export = tmp_path / "export"
