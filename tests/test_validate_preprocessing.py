@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from submission_data import patch_model_py, shared_export
+from submission_data import any_class_count, patch_model_py, shared_export
 from toolkit.cli import main
 from toolkit.errors import RuntimeProfileError
 from toolkit.runtime.profiles import get_profile, local_profile
@@ -104,7 +104,7 @@ def test_built_submission_is_byte_identical_in_the_pinned_runtime(built, tmp_pat
     except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
         pytest.skip(f"runtime {name} unavailable: {exc}")
     zip_path = tmp_path / f"{name}.zip"
-    assert build_submission(export, zip_path, profile, BuildOptions(tta="d4")).check.ok
+    assert build_submission(export, zip_path, any_class_count(profile), BuildOptions(tta="d4")).check.ok
     result = CliRunner().invoke(main, ["validate-preprocessing", str(zip_path), "--run", str(run), "--profile", name, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
