@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 step() { printf '\n=== %s\n' "$*" >&2; }
 
 step "1/9 demo data (synthetic 8-class 96x96 cells with planted duplicates, conflicts and memes)"
-cbtool demo-data -o "$OUT/training_set.npz"
+cbtool demo-data -o "$OUT/training_set.npz" --n 1200
 
 step "2/9 inspect"
 cbtool inspect "$OUT/training_set.npz"
