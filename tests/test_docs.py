@@ -59,7 +59,8 @@ def test_written_output_drops_machine_noise_but_keeps_the_program_lines(tmp_path
            "I0000 00:00:1795986112.946145   22178 port.cc:153] oneDNN custom operations are on.\n"
            "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
            "appropriate compiler flags.\n"
-           "\rhashes:   0%|          | 0/59 [00:00<?, ?set/s]\rhashes: 100%|##########| 59/59 [00:46<00:00, 1.26set/s]\n"
+           "\rsets:   0%|          | 0/59 [00:00<?, ?set/s]"
+           "\rsets: 100%|##########| 59/59 [00:46<00:00, 1.26set/s]\n"
            f"running x.zip ({Path.home()}/.cache/cbtool/python; network blocked)   \n"
            f"report: {tmp_path}/report/report.html\n" + "x" * 400 + "\n")
     assert transcripts.clean_output(raw, tmp_path).splitlines() == [
@@ -78,9 +79,11 @@ def _doc(path: Path, inspect_output: str) -> Path:
     path.write_text(
         "# a walkthrough\n\n<!-- transcript: make -->\n```console\n$ cbtool demo-data -o d.npz --n 300\n```\n"
         "<!-- /transcript -->\n\nSet-up code, run as shown:\n\n<!-- transcript: convert -->\n```python\n"
-        "import numpy as np\nd = np.load('d.npz')\nnp.savez('small.npz', images=d['images'][:40], labels=d['labels'][:40])\n"
+        "import numpy as np\nd = np.load('d.npz')\n"
+        "np.savez('small.npz', images=d['images'][:40], labels=d['labels'][:40])\n"
         "print(f'kept 40 of {len(d[\"images\"])}')\n```\n<!-- /transcript -->\n\nIt prints:\n\n"
-        "<!-- transcript: convert-output -->\n```text\n```\n<!-- /transcript -->\n\n<!-- transcript: look -->\n```console\n$ cbtool inspect small.npz\n"
+        "<!-- transcript: convert-output -->\n```text\n```\n<!-- /transcript -->\n\n"
+        "<!-- transcript: look -->\n```console\n$ cbtool inspect small.npz\n"
         f"{inspect_output}$ cbtool inspect missing.npz\n```\n<!-- /transcript -->\n\nThe end.\n")
     return path
 
