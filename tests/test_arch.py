@@ -99,14 +99,16 @@ def test_local_cbtool_weights_file(tmp_path):
         create_model(spec, weights="imagenet")
 
 
-def test_offline_imagenet_message(tmp_path):
+@pytest.mark.parametrize("variant", ["convnext_tiny", "efficientnetv2_b0"])
+def test_offline_imagenet_message(tmp_path, variant):
     """In a child process with KERAS_HOME in a temp dir and an unreachable proxy (so it is offline even when the
-    machine is not): the error names the cache path, the sha256, and the two ways out."""
+    machine is not): the error names the cache path, Keras' hash of the file (ConvNeXt sha256, EfficientNetV2 md5),
+    and the two ways out."""
     script = (
         "import time\n"
         "from toolkit.errors import ConfigError\n"
         "from toolkit.train.models import create_model, model_spec\n"
-        "spec = model_spec('convnext_tiny', 2, ['a', 'b'])\n"
+        f"spec = model_spec({variant!r}, 2, ['a', 'b'])\n"
         "t = time.perf_counter()\n"
         "try:\n"
         "    create_model(spec, weights='imagenet')\n"
@@ -121,9 +123,10 @@ def test_offline_imagenet_message(tmp_path):
     assert "MESSAGE" in proc.stdout, proc.stderr[-2000:]
     assert "Downloading" not in proc.stdout  # Keras' download chatter goes to stderr: stdout stays pure for --json
     message = proc.stdout.split("MESSAGE", 1)[1]
-    assert str(tmp_path / "kh" / "models" / "convnext_tiny_notop.h5") in message
-    assert get_variant("convnext_tiny").imagenet.sha256 in message
-    assert "--weights PATH" in message and "convnext_tiny_notop.h5" in message
+    weights = get_variant(variant).imagenet
+    assert str(tmp_path / "kh" / "models" / weights.file) in message
+    assert weights.file_hash in message and weights.url in message
+    assert "--weights PATH" in message
 
 
 def test_model_spec_from_the_registry():
