@@ -22,13 +22,13 @@ def demo_data_command(out: Output, output, n, seed, truth) -> Result:
     """Write synthetic 8-class 96x96 blood-cell images (AN2DL 2024 schema) with planted duplicates, conflicts and memes."""
     from toolkit.data.demo import make_demo
     from toolkit.data.io import save_dataset
-    from toolkit.errors import ConfigError
+    from toolkit.errors import UsageError
     from toolkit.fsutil import write_json
 
     try:
         ds, planted = make_demo(n=n, seed=seed)
     except ValueError as exc:
-        raise ConfigError(f"--n: {exc}") from exc
+        raise UsageError(f"--n: {exc}") from exc
     save_dataset(ds, output, schema="an2dl2024")
     if truth:
         write_json(truth, planted)
@@ -38,7 +38,7 @@ def demo_data_command(out: Output, output, n, seed, truth) -> Result:
 
 
 @cbtool_command(main, "inspect")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
 @allow_pickle_option
 def inspect_command(out: Output, data, allow_pickle) -> Result:
     """Show shape, dtype, value range, class counts and the exact-duplicate count of a training npz."""
@@ -57,15 +57,15 @@ def inspect_command(out: Output, data, allow_pickle) -> Result:
 
 
 @cbtool_command(main, "clean")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Cleaned npz (same schema as DATA). Required unless --dry-run.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Directory for report.json and PNG contact sheets.")
 @click.option("--dry-run", is_flag=True, help="Decide and report, but write no cleaned npz.")
 @click.option("--conflicts", type=click.Choice(["drop", "keep-majority"]), default="drop", show_default=True, help="A duplicate group with different labels: drop all of it, or keep one copy with the majority label.")
-@click.option("--threshold", type=int, help="Hamming threshold for both pHash and dHash candidates (default 8).")
-@click.option("--pixel-threshold", type=float, help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
-@click.option("--contrast-threshold", type=float, help="... or within this share of the pair's lower contrast, for JPEG copies of high-contrast images (default 0.04; 0 = off).")
-@click.option("--drop-outliers", type=int, default=0, show_default=True, help="Also drop the N images most unlike their class.")
+@click.option("--threshold", type=click.IntRange(min=0, max=64), help="Hamming threshold for both pHash and dHash candidates (default 8).")
+@click.option("--pixel-threshold", type=click.FloatRange(min=0), help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
+@click.option("--contrast-threshold", type=click.FloatRange(min=0, max=1), help="... or within this share of the pair's lower contrast, for JPEG copies of high-contrast images (default 0.04; 0 = off).")
+@click.option("--drop-outliers", type=click.IntRange(min=0), default=0, show_default=True, help="Also drop the N images most unlike their class.")
 @allow_pickle_option
 def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, threshold, pixel_threshold, contrast_threshold, drop_outliers, allow_pickle) -> Result:
     """Remove exact and near duplicates, conflicting labels and out-of-context clusters; report what and why."""
@@ -92,9 +92,9 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
 
 
 @cbtool_command(main, "split")
-@click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--val", type=float, help="Validation fraction (per class; default 0.1).")
-@click.option("--test", type=float, help="Test fraction (per class; default 0, no test.npz).")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--val", type=click.FloatRange(min=0, max=1, max_open=True), help="Validation fraction (per class; default 0.1).")
+@click.option("--test", type=click.FloatRange(min=0, max=1, max_open=True), help="Test fraction (per class; default 0, no test.npz).")
 @click.option("--folds", type=click.IntRange(min=2), help="Write K folds instead: DIR/fold_1..fold_K (train.npz, val.npz) and DIR/folds.json.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")
 @click.option("--strict", is_flag=True, help="Refuse (exit 1, nothing written) when a class is too small to reach every split or fold.")
