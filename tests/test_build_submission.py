@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from submission_data import probe, shared_export
+from export_data import CLASSES
+from submission_data import any_class_count, probe, shared_export
 from toolkit.cli import main
 from toolkit.errors import RuntimeProfileError, SubmissionError
 from toolkit.runtime.profiles import get_profile, local_profile
@@ -47,7 +48,7 @@ def test_build_twice_gives_identical_bytes_and_a_clean_root(tmp_path):
         assert {i.external_attr >> 16 for i in zf.infolist()} == {0o100644}
         manifest = json.loads(zf.read("manifest.json"))
         model_py = zf.read("model.py").decode()
-    assert manifest["profile"]["name"] == "an2dl-2024" and manifest["classes"] == ["basophil", "eosinophil", "lymphocyte"]
+    assert manifest["profile"]["name"] == "an2dl-2024" and manifest["classes"] == CLASSES
     assert manifest["preprocessing"]["sha256"] == manifest["preprocessing"]["run_sha256"]
     assert manifest["files"]["weights.npz"]["bytes"] > 0 and manifest["tta"] == "none"
     blocks = extract_blocks(model_py)
@@ -84,7 +85,7 @@ def test_an2dl_2024_runtime_predicts_like_training(tmp_path):
 
 
 def test_an2dl_2023_runtime_keras2_loads_the_neutral_weights(tmp_path):
-    profile = _runtime("an2dl-2023")
+    profile = any_class_count(_runtime("an2dl-2023"))  # the shared export has 8 classes; this is about Keras 2
     run, export = shared_export()
     result = build_submission(export, tmp_path / "s23.zip", profile)
     assert result.check.ok and "metadata" in result.manifest["files"]
@@ -145,3 +146,18 @@ def test_cli_build_small_profile_reports_too_large(tmp_path):
     result = CliRunner().invoke(main, ["build-submission", str(export), "-o", str(tmp_path / "t.zip"), "--profile", "tiny",
                                        "--profiles-file", str(profiles)])
     assert result.exit_code == 1 and "too_large" in result.output, result.output
+
+
+def test_failing_check_json_is_one_document_with_findings_and_an_error(tmp_path):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("model.py", "import numpy as np\n\nclass Predictor:\n    pass\n")
+    result = CliRunner().invoke(main, ["check", str(bad), "--profile", "an2dl-2024", "--json"])
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    errors = [i for i in payload["issues"] if i["severity"] == "error"]
+    assert payload["ok"] is False and errors and payload["errors"] == len(errors)
+    assert payload["error"]["kind"] == "check" and payload["error"]["errors"] == len(errors)
+    assert payload["error"]["message"].startswith(errors[0]["message"])
+    result = CliRunner().invoke(main, ["check", str(bad), "--profile", "an2dl-2024"])
+    assert result.exit_code == 1 and result.stdout.strip()  # the text report is unchanged: findings, no JSON

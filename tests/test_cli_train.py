@@ -72,9 +72,24 @@ def test_errors_are_one_line_and_exit_1(npz, tmp_path):
     error = json.loads(result.stdout)["error"]
     assert error["type"] == "ConfigError" and "bad.toml" in error["message"] and "'epochz'" in error["message"]
     result = CliRunner().invoke(main, ["train", str(npz), "--resume", "--model", "convnext_tiny", "-o", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "--resume continues with the saved" in result.stderr
+    assert result.exit_code == 2 and "--resume continues with the saved" in result.stderr  # options that clash: usage
     result = CliRunner().invoke(main, ["train", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "no such file" in result.stderr
+    assert result.exit_code == 2 and "does not exist" in result.stderr  # a path option that names nothing: usage
+
+
+def test_bad_flag_values_exit_2_and_bad_file_values_exit_1(npz, tmp_path):
+    for flags, message in ((["--epochs", "0"], "at least one epoch"), (["--epochs", "two"], "--epochs: expected N"),
+                           (["--batch-size", "0"], "'batch_size' must be >= 1"),
+                           (["--weights", "imagnet"], "did you mean imagenet?")):
+        result = CliRunner().invoke(main, ["train", str(npz), *flags, "-o", str(tmp_path / "r"), "--json"])
+        assert result.exit_code == 2, (flags, result.output)
+        error = json.loads(result.stdout)["error"]
+        assert error["kind"] == "usage" and message in error["message"], (flags, error)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 0\n")
+    result = CliRunner().invoke(main, ["train", str(npz), "--config", str(bad), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "bad.toml: at least one epoch" in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_through_the_cli(npz, tmp_path):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from export_data import make_run_dir
+from export_data import CLASSES, make_run_dir
 from toolkit.cli import main
-from toolkit.errors import ExportError
+from toolkit.errors import ExportError, UsageError
 from toolkit.export import export_run, parse_formats
 from toolkit.fsutil import sha256_file
 
 
 MANIFEST_KEYS = ("cbtool_export", "created", "run_dir", "formats", "fp16", "model", "versions", "preprocessing", "arch",
-                 "parity", "files", "notes")
+                 "parity", "files", "notes", "partial")
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,10 @@ def run_dir(tmp_path_factory):
 
 def test_parse_formats():
     assert parse_formats("onnx, portable") == ["portable", "onnx"]
-    with pytest.raises(ExportError, match="unknown tflite"):
+    with pytest.raises(UsageError, match="unknown tflite; expected a comma list of portable, keras, onnx"):
         parse_formats("portable,tflite")
+    with pytest.raises(UsageError, match=r"unknown onnxx \(did you mean onnx\?\)"):
+        parse_formats("onnxx")
 
 
 def test_convnext_tiny_exports_in_all_formats(tmp_path):
@@ -57,7 +59,7 @@ def test_convnext_tiny_exports_in_all_formats(tmp_path):
     assert session.get_inputs()[0].shape[0] == "batch" and session.get_outputs()[0].name == "probs"
     for n in (1, 3):
         x = np.random.default_rng(n).integers(0, 256, (n, 96, 96, 3)).astype(np.float32)
-        assert session.run(None, {"image": x})[0].shape == (n, 3)
+        assert session.run(None, {"image": x})[0].shape == (n, len(CLASSES))
 
 
 def test_fp16_halves_weights_and_records_agreement(run_dir, tmp_path):
@@ -114,5 +116,5 @@ def test_cli_json_and_re_export_replaces(run_dir, tmp_path):
     result = runner.invoke(main, ["export", str(run_dir), "-o", str(target)])
     assert result.exit_code == 0, result.output
     assert not (target / "model.onnx").exists() and "weights_npz" in result.output
-    result = runner.invoke(main, ["export", str(run_dir), "-o", str(target), "--format", "nope", "--json"])
-    assert result.exit_code == 1 and json.loads(result.stdout)["error"]["kind"] == "export"
+    result = runner.invoke(main, ["export", str(run_dir), "-o", str(target), "--format", "tflite", "--json"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"]["kind"] == "usage"  # a bad option value

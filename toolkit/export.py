@@ -24,10 +24,11 @@ import numpy as np
 
 from toolkit import artifacts
 from toolkit.artifacts import ExportDir, RunDir
-from toolkit.errors import ExportError
+from toolkit.errors import ExportError, UsageError, did_you_mean
 from toolkit.families import Family, family_of, get_variant
 from toolkit.fsutil import current_umask, sha256_file, write_json
 from toolkit.results import Result
+from toolkit.train import recover
 
 FORMATS = tuple(artifacts.FORMATS)
 ONNX_OPSET = 15
@@ -52,6 +53,7 @@ class ExportResult(Result):
     parity: dict
     files: dict
     notes: list[str]
+    partial: dict | None = None  # `--partial`: the unfinished run's epochs_done, best_epoch, best_val_accuracy
 
     def manifest(self) -> dict:
         """The manifest.json document."""
@@ -63,17 +65,21 @@ def parse_formats(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
-        raise ExportError(f"--format: unknown {', '.join(unknown) or '(empty)'}; expected a comma list of {', '.join(FORMATS)}")
+        hint = did_you_mean(unknown[0], FORMATS) if unknown else ""
+        raise UsageError(f"--format: unknown {', '.join(unknown) or '(empty)'}{hint}; expected a comma list of "
+                         f"{', '.join(FORMATS)}")
     return [f for f in FORMATS if f in names]
 
 
 def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, formats: list[str] | tuple = ("portable",),
-               fp16: bool = False, log: Callable[[str], None] | None = None) -> ExportResult:
-    """Export the run in `run_dir` to `export_dir` (replaced atomically); return the manifest as a result."""
+               fp16: bool = False, log: Callable[[str], None] | None = None, partial: bool = False) -> ExportResult:
+    """Export the run in `run_dir` to `export_dir` (replaced atomically); return the manifest as a result.
+
+    An unfinished run is refused unless `partial`: then its best weights so far are exported and the manifest says so."""
     log = log or (lambda _msg: None)
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     formats = [f for f in FORMATS if f in formats]
-    run = _read_run(run_dir)
+    run = _read_run(run_dir, partial)
     family = family_of(run["spec"]["variant"])
     if "onnx" in formats and not family.onnx_twin:
         raise ExportError(f"--format onnx: the {family.name} family has no ONNX-friendly twin; drop onnx")
@@ -82,14 +88,24 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, format
     model.load_weights(str(RunDir(run_dir).best_weights))
     x = _probe_inputs(run)
     reference = _predict(model, x)
-    parity = {"run_probe": _check_run_probe(run, run_dir, reference)}
+    if run["partial"] is None:
+        parity = {"run_probe": _check_run_probe(run, run_dir, reference)}
+    else:
+        # No final evaluation wrote probe probabilities: the best weights so far define the export's probe.
+        run["probe"]["probs"] = reference
+        parity = {"run_probe": {"skipped": "unfinished run: probe probabilities computed from the best weights so far"}}
+        log(f"unfinished run: exporting the best weights so far (epoch {run['partial']['best_epoch']} of "
+            f"{run['partial']['epochs_done']} done)")
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
     tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the export dir is an ordinary directory
     try:
         out = ExportDir(tmp)
         for name in out.copied_from_run():
-            shutil.copy2(run_dir / name, out / name)
+            if name == out.probe.name and run["partial"] is not None:
+                np.savez(out.probe, **run["probe"])
+            else:
+                shutil.copy2(run_dir / name, out / name)
         parity.update(_write_formats(model, family, run["spec"], out, formats, x, reference, fp16, log))
         result = _manifest(run, run_dir, out, formats, fp16, parity, model, family)
         write_json(out.manifest, result.manifest())
@@ -127,35 +143,55 @@ def _check_run_probe(run: dict, run_dir: Path, reference: np.ndarray) -> dict:
     return found
 
 
-def _read_run(run_dir: Path) -> dict:
+def _read_run(run_dir: Path, partial: bool = False) -> dict:
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: not a directory (expected a run dir written by cbtool train)")
     paths = RunDir(run_dir)
-    missing = [p.name for p in paths.required() if not p.is_file()]
+    state = recover.read_state(run_dir)
+    unfinished = state is not None and not state.get("completed")
+    if unfinished and not partial:
+        raise ExportError(recover.unfinished_message(run_dir, state))
+    needed = [p for p in paths.required() if not (unfinished and p == paths.probe)]
+    missing = [p.name for p in needed if not p.is_file()]
     if missing:
+        if unfinished and paths.best_weights.name in missing:
+            raise ExportError(f"{run_dir}: no epoch has finished yet, so there are no weights to export; resume it")
         raise ExportError(f"{run_dir}: missing {', '.join(missing)} (is the training run finished?)")
     spec = paths.read_json(paths.model_spec, ExportError)
     classes = paths.read_json(paths.classes, ExportError)
     prep = paths.read_json(paths.preprocessing, ExportError)
-    try:
-        with np.load(paths.probe, allow_pickle=False) as data:
-            probe = {k: data[k] for k in data.files}
-    except (ValueError, OSError) as exc:
-        raise ExportError(f"{paths.probe}: unreadable run file: {exc}") from exc
+    probe = _read_probe(run_dir, unfinished)
     if "variant" not in spec:
         raise ExportError(f"{paths.model_spec}: no 'variant' field")
     for key in ("input_size", "num_classes", *get_variant(spec["variant"]).arch):
         if key not in spec:
             raise ExportError(f"{paths.model_spec}: no '{key}' field")
-    for key in ("images", "probs"):
+    for key in ("images",) if unfinished else ("images", "probs"):
         if key not in probe:
             raise ExportError(f"{paths.probe}: no '{key}' array")
-    if probe["probs"].shape != (len(probe["images"]), int(spec["num_classes"])):
+    if not unfinished and probe["probs"].shape != (len(probe["images"]), int(spec["num_classes"])):
         raise ExportError(f"{paths.probe}: probs has shape {probe['probs'].shape}, expected "
                           f"({len(probe['images'])}, {spec['num_classes']})")
     if list(classes.get("class_names", [])) != list(spec.get("class_names", classes.get("class_names", []))):
         raise ExportError(f"{run_dir}: {paths.classes.name} and {paths.model_spec.name} disagree on the class names")
-    return {"spec": spec, "classes": classes, "preprocessing": prep, "probe": probe}
+    return {"spec": spec, "classes": classes, "preprocessing": prep, "probe": probe,
+            "partial": recover.partial_record(state) if unfinished else None}
+
+
+def _read_probe(run_dir: Path, unfinished: bool) -> dict:
+    """The finished run's probe.npz; for an unfinished run the probe images it saved when it started."""
+    paths = RunDir(run_dir)
+    if unfinished:
+        probe = recover.read_probe_inputs(run_dir)
+        if probe is None:
+            raise ExportError(f"{recover.probe_inputs_path(run_dir)}: missing (the run predates partial exports); "
+                              "resume the run to its end instead")
+        return probe
+    try:
+        with np.load(paths.probe, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise ExportError(f"{paths.probe}: unreadable run file: {exc}") from exc
 
 
 def _check_target(export_dir: Path, run_dir: Path) -> None:
@@ -330,6 +366,9 @@ def _manifest(run: dict, run_dir: Path, out: ExportDir, formats: list[str], fp16
                      f"{artifacts.weights_file('onnx')} stay float32")
     if recorded != current:
         notes.append("toolkit/preprocessing.py changed since training: its sha256 differs from the run's")
+    if run["partial"] is not None:
+        notes.append(f"unfinished run: the best weights so far (epoch {run['partial']['best_epoch']} of "
+                     f"{run['partial']['epochs_done']} done)")
     return ExportResult(
         cbtool_export=1,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -346,6 +385,7 @@ def _manifest(run: dict, run_dir: Path, out: ExportDir, formats: list[str], fp16
         parity=parity,
         files=files,
         notes=notes,
+        partial=run["partial"],
     )
 
 

@@ -10,15 +10,17 @@ from toolkit.cli._common import Output, Result, cbtool_command
 
 
 @cbtool_command(main, "export")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", "export_dir", required=True, type=click.Path(file_okay=False), help="Export directory to write (a previous export there is replaced).")
 @click.option("--format", "formats", default="portable", show_default=True, help=f"Comma list of {', '.join(FORMATS)}.")
 @click.option("--fp16", is_flag=True, help="Store the portable weight files as float16 (about half the size); agreement is recorded.")
-def export_command(out: Output, run_dir, export_dir, formats, fp16) -> Result:
+@click.option("--partial", is_flag=True, help="Export an unfinished (interrupted) run's best weights so far; the "
+              "manifest records how far it got.")
+def export_command(out: Output, run_dir, export_dir, formats, fp16, partial) -> Result:
     """Export a finished training run: portable weights (default), a .keras model and/or ONNX, checked on the probe."""
     from toolkit.export import export_run, parse_formats
 
-    result = export_run(run_dir, export_dir, parse_formats(formats), fp16=fp16, log=out.info)
+    result = export_run(run_dir, export_dir, parse_formats(formats), fp16=fp16, log=out.info, partial=partial)
     lines = [f"exported {', '.join(result.formats)} to {export_dir}" + (" (float16 weights)" if fp16 else "")]
     for name, info in result.parity.items():
         for label, numbers in ([(name, info)] if "max_abs_diff" in info else

@@ -8,7 +8,7 @@ import click
 
 from toolkit.cli import main
 from toolkit.artifacts import FORMATS
-from toolkit.cli._common import Output, Result, cbtool_command, profile_option, profiles_file_option
+from toolkit.cli._common import Choice, Output, Result, cbtool_command, profile_option, profiles_file_option
 from toolkit.tta import TTA_VIEWS
 
 
@@ -22,12 +22,14 @@ from toolkit.tta import TTA_VIEWS
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The zip to write.")
 @profile_option("an2dl-2024")
 @profiles_file_option
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="portable", show_default=True,
+@click.option("--format", "fmt", type=Choice(list(FORMATS)), default="portable", show_default=True,
               help="portable: rebuild + weights.npz (any Keras); keras: model.keras; onnx: model.onnx + onnxruntime.")
-@click.option("--tta", type=click.Choice(list(TTA_VIEWS)), default="none", show_default=True,
+@click.option("--tta", type=Choice(list(TTA_VIEWS)), default="none", show_default=True,
               help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged.")
 @click.option("--fp16", is_flag=True, help="Store portable weights as float16 (about half the size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass in predict (bounds memory).")
+@click.option("--partial", is_flag=True, help="SOURCE is an unfinished (interrupted) run dir: use its best weights so "
+              "far; the manifest records how far it got.")
 @click.option("--from-keras", "from_keras", type=click.Path(exists=True, path_type=Path), default=None,
               help="A notebook's whole model (.keras or .h5) instead of SOURCE.")
 @click.option("--preprocess", default=None, help="With --from-keras: the preprocessing it was trained with (raw, "
@@ -35,8 +37,8 @@ from toolkit.tta import TTA_VIEWS
 @click.option("--strip-augmentation", is_flag=True, help="With --from-keras: remove Random*/augmentation layers (proved pass-through).")
 @click.option("--data", "probe_data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --from-keras: an npz whose first images are the parity probes (default: seeded random images).")
-def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, fp16, batch_size, from_keras,
-                  preprocess, strip_augmentation, probe_data) -> Result:
+def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, fp16, batch_size, partial,
+                  from_keras, preprocess, strip_augmentation, probe_data) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.runtime.profiles import get_profile
     from toolkit.submission.build import BuildOptions, build_submission
@@ -46,16 +48,19 @@ def build_command(out: Output, source, output, profile_name, profiles_file, fmt,
 
     if (source is None) == (from_keras is None) or (from_keras is not None) != (preprocess is not None):
         raise click.UsageError("pass SOURCE (an export or run dir), or --from-keras MODEL with --preprocess SPEC")
+    if partial and from_keras is not None:
+        raise click.UsageError("--partial takes the best weights of an unfinished run dir (SOURCE); drop it with --from-keras")
     profile = get_profile(profile_name, profiles_file)
     if from_keras is not None:
         options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size)
         result = build_from_keras(from_keras, output, profile, options, log=out.info)
     else:
-        result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size), log=out.info)
+        result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size, partial), log=out.info)
     files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
     human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n"
     human += (describe_conversion(result.conversion) + "\n" if result.conversion else "") + render(result.check)
-    return Result(data=result.to_dict(), human=human, exit_code=EXIT_OK if result.check.ok else EXIT_ERROR)
+    return Result(data=_with_error(result.to_dict(), result.check), human=human,
+                  exit_code=EXIT_OK if result.check.ok else EXIT_ERROR)
 
 
 @cbtool_command(main, "check", help="Static contract checks of a submission zip: layout, the contract's class and method signatures, undefined names (pyflakes), imports the runtime lacks, saved Keras models against what the runtime's Keras accepts, files opened by relative paths, size and unpacked size; no TensorFlow in this process. Exit 1 on an error; warnings alone exit 0.")
@@ -68,7 +73,19 @@ def check_command(out: Output, submission, profile_name, profiles_file) -> Resul
     from toolkit.submission.check import check_submission, render
 
     report = check_submission(submission, submission_profile(submission, profile_name, profiles_file))
-    return Result(data=report.to_dict(), human=render(report), exit_code=EXIT_OK if report.ok else EXIT_ERROR)
+    return Result(data=_with_error(report.to_dict(), report), human=render(report),
+                  exit_code=EXIT_OK if report.ok else EXIT_ERROR)
+
+
+def _with_error(data: dict, report) -> dict:
+    """A failed check's JSON keeps `ok: false` and every finding, and adds the `error` object every failing command's
+    JSON carries: kind "check", the first error as the message."""
+    errors = [issue for issue in report.issues if issue.severity == "error"]
+    if report.ok or not errors:
+        return data
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return {**data, "error": {"type": "CheckFailed", "kind": "check", "message": errors[0].message + more,
+                              "errors": len(errors)}}
 
 
 @cbtool_command(main, "validate-preprocessing", help=(
@@ -92,7 +109,6 @@ def check_command(out: Output, submission, profile_name, profiles_file) -> Resul
 def validate_command(out: Output, submission, run_dir, spec_text, data, profile_name, profiles_file, n_images,
                      allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
-    from toolkit.preprocess_spec import parse_spec
     from toolkit.submission.build import submission_profile
     from toolkit.submission.validate import render, validate_preprocessing
 
@@ -100,7 +116,20 @@ def validate_command(out: Output, submission, run_dir, spec_text, data, profile_
         raise click.UsageError("expected exactly one of --run RUN_DIR or --preprocess SPEC")
     if spec_text is not None and data is None:
         raise click.UsageError("--preprocess needs --data (an npz of probe images): there is no run probe")
-    spec = parse_spec(spec_text) if spec_text is not None else None
+    spec = _parse_spec(spec_text) if spec_text is not None else None
     report = validate_preprocessing(submission, run_dir, submission_profile(submission, profile_name, profiles_file),
                                     spec=spec, data=data, n_images=n_images, allow_pickle=allow_pickle, log=out.info)
     return Result(data=report.to_dict(), human=render(report), exit_code=EXIT_OK if report.ok else EXIT_SUBMISSION_FAILED)
+
+
+def _parse_spec(text: str):
+    """--preprocess SPEC: a malformed step list is a bad option value (exit 2); a .py file's own faults stay exit 1."""
+    from toolkit.errors import ConfigError, UsageError
+    from toolkit.preprocess_spec import parse_spec
+
+    try:
+        return parse_spec(text)
+    except ConfigError as exc:
+        if text.strip().endswith(".py"):
+            raise
+        raise UsageError(str(exc)) from None

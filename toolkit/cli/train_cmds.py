@@ -5,20 +5,20 @@ from __future__ import annotations
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command
-from toolkit.errors import ConfigError
+from toolkit.cli._common import Choice, Output, Result, allow_pickle_option, cbtool_command
+from toolkit.errors import UsageError
 from toolkit.families import pretrained_variants, variant_names
 from toolkit.train.augment import PRESETS, STAGES
 from toolkit.train.config import CHOICES, TrainConfig
 
 
 @cbtool_command(main, "train")
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--fold", "fold_dir", type=click.Path(file_okay=False), help="A fold of `cbtool split --folds`: DIR/fold_i "
               "stands for DATA=DIR/fold_i/train.npz --val DIR/fold_i/val.npz, and the run dir records the fold.")
-@click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML file of settings (flags override it).")
-@click.option("--model", type=click.Choice(variant_names()), help=f"Architecture variant (default {TrainConfig.model}).")
+@click.option("--val", "val_path", type=click.Path(exists=True, dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML or YAML file of settings (flags override it).")
+@click.option("--model", type=Choice(variant_names()), help=f"Architecture variant (default {TrainConfig.model}).")
 @click.option("--weights", help="imagenet, none, or a weights file (default: imagenet where the variant has it: "
                                 f"{', '.join(pretrained_variants())}; else none).")
 @click.option("--epochs", help="Total epochs N, or N1,N2 for phase 1 (head only) and phase 2 (fine-tuning).")
@@ -26,14 +26,14 @@ from toolkit.train.config import CHOICES, TrainConfig
 @click.option("--input-size", type=int, help="Network input size; images are resized by the recorded preprocessing.")
 @click.option("--augment", help=f"Augmentation: a preset ({', '.join(PRESETS)}) or a comma list of stages "
                                 f"({', '.join(STAGES)}); default {TrainConfig.augment} = {','.join(PRESETS[TrainConfig.augment])}.")
-@click.option("--invariance", type=click.Choice(CHOICES["invariance"]),
+@click.option("--invariance", type=Choice(CHOICES["invariance"]),
               help="What the label does not depend on: flips and 90-degree rotations are drawn only where declared "
                    f"(hflip: left-right; flip: both mirrors; d4: mirrors and rotations). Default {TrainConfig.invariance}.")
 @click.option("--holdout-families", callback=lambda _ctx, _param, value: _families(value),
               help="Comma list of corruption families the corrupt stage never draws, so `simulate --shift` can score "
                    "them as unseen.")
-@click.option("--class-weights", type=click.Choice(CHOICES["class_weights"]), help="Loss weights per class (default balanced).")
-@click.option("--optimizer", type=click.Choice(CHOICES["optimizer"]), help="Optimizer (default adamw).")
+@click.option("--class-weights", type=Choice(CHOICES["class_weights"]), help="Loss weights per class (default balanced).")
+@click.option("--optimizer", type=Choice(CHOICES["optimizer"]), help="Optimizer (default adamw).")
 @click.option("--seed", type=int, help="Seed for the split, initialisation, shuffling and augmentation (default 0).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR with its saved config.")
 @allow_pickle_option
@@ -43,14 +43,18 @@ def train_command(out: Output, data, val_path, config_path, run_dir, resume, all
     from toolkit.train.augment import describe
     from toolkit.train.config import load_saved_config, resolve_config
     from toolkit.train.fit import load_training_data, train
+    from toolkit.train.recover import resume_command
 
-    data, val_path, fold = _fold_inputs(data, val_path, overrides.pop("fold_dir"))
+    fold_dir = overrides.pop("fold_dir")
+    data, val_path, fold = _fold_inputs(data, val_path, fold_dir)
     given = {k: v for k, v in overrides.items() if v is not None}
     if resume and (given or config_path):
-        raise ConfigError(f"--resume continues with the saved {run_dir}/config.json; drop --config and the other settings")
+        raise UsageError(f"--resume continues with the saved {run_dir}/config.json; drop --config and the other settings")
     config = None if resume else resolve_config(config_path, given)
     train_set, val_set = load_training_data(data, val_path, allow_pickle)
-    result = train(train_set, val_set, config, run_dir, resume=resume, verbose=out.show_progress, log=out.info)
+    command = resume_command(None if fold else data, None if fold else val_path, fold_dir, run_dir, allow_pickle)
+    result = train(train_set, val_set, config, run_dir, resume=resume, verbose=out.show_progress, log=out.info,
+                   warn=_warner(out), resume_command=command)
     if fold:
         from toolkit.train.cv import record_fold
 
@@ -58,10 +62,18 @@ def train_command(out: Output, data, val_path, config_path, run_dir, resume, all
     record = load_saved_config(run_dir).training_record()
     summary = {**result.summary(), "augmentation": record}
     m = result.metrics or {}
-    human = (f"validation accuracy {m.get('accuracy', 0):.4f}, balanced accuracy {m.get('balanced_accuracy', 0):.4f}, "
-             f"macro F1 {m.get('macro_f1', 0):.4f} (best epoch {result.best_epoch} of {result.epochs_done}, "
-             f"{result.seconds:.0f} s)\naugmentation: {describe(record)}\nrun dir: {run_dir}")
-    return Result(data=summary, human=human)
+    near = " (near chance: not learned)" if m.get("near_chance") else ""
+    lines = [f"validation accuracy {m.get('accuracy', 0):.4f}{near}, chance {m.get('chance_level', 0):.4f}, balanced "
+             f"accuracy {m.get('balanced_accuracy', 0):.4f}, macro F1 {m.get('macro_f1', 0):.4f} (best epoch "
+             f"{result.best_epoch} of {m.get('epochs_done', result.epochs_done)}, {result.seconds:.0f} s)",
+             *result.describe_stops(), f"augmentation: {describe(record)}"]
+    lines += [f"warning: {w}" for w in result.warnings] + [f"run dir: {run_dir}"]
+    return Result(data=summary, human="\n".join(lines))
+
+
+def _warner(out: Output):
+    """Warnings go to stderr as they are found, even under --quiet (they are not chatter); --json carries them."""
+    return lambda message: None if out.json else click.echo(f"warning: {message}", err=True)
 
 
 def _families(value: str | None) -> tuple[str, ...] | None:

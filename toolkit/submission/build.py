@@ -20,6 +20,7 @@ from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.submission.check import CheckReport
 from toolkit.submission.render import TTA_CHOICES, render_model_py
+from toolkit.train import recover
 from toolkit.tta import TTA_VIEWS
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
@@ -44,6 +45,7 @@ class BuildOptions:
     tta: str = "none"
     fp16: bool = False
     batch_size: int = 64
+    partial: bool = False  # a run dir still training (or interrupted): export its best weights so far
 
 
 def build_submission(source: str | os.PathLike, output: str | os.PathLike, profile: Profile,
@@ -86,7 +88,7 @@ def _export_dir(source: Path, scratch: Path, options: BuildOptions, log: Callabl
     """An export dir as is; a run dir (best.weights.h5, no manifest) is exported first into scratch."""
     if ExportDir(source).looks_like():
         return source
-    if not RunDir(source).looks_like():
+    if not RunDir(source).looks_like() and not recover.is_unfinished(source):
         raise SubmissionError(f"{source}: neither an export dir (manifest.json + model_spec.json) nor a run dir "
                               "(best.weights.h5); run `cbtool train` and `cbtool export` first")
     try:
@@ -95,7 +97,8 @@ def _export_dir(source: Path, scratch: Path, options: BuildOptions, log: Callabl
         raise SubmissionError(f"{source} is a run dir and this cbtool cannot export it ({exc}); run `cbtool export` "
                               "and pass the export dir instead") from exc
     log(f"{source} is a run dir: exporting it ({options.fmt}) first")
-    export_run(source, scratch, [options.fmt], fp16=options.fp16 and options.fmt == "portable", log=log)
+    export_run(source, scratch, [options.fmt], fp16=options.fp16 and options.fmt == "portable", log=log,
+               partial=options.partial)
     return scratch
 
 
@@ -159,6 +162,7 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
     from toolkit.train.config import run_training_record
 
     export_versions = exported["export_manifest"].get("versions", {})
+    partial = exported["export_manifest"].get("partial")
     return {
         "cbtool_submission": 1,
         "profile": profile_entry(profile),
@@ -173,6 +177,7 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "versions": {"build": build_versions(),
                      "export": {k: v for k, v in export_versions.items() if k in ("tensorflow", "keras", "numpy", "cbtool")}},
         "training": run_training_record(exported["export_manifest"].get("run_dir")),  # augmentation + corruption families
+        **({"partial": partial} if partial else {}),  # only an unfinished run's zip carries the key
         **contents_entry(files),
     }
 

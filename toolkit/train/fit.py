@@ -21,10 +21,13 @@ from toolkit.artifacts import RunDir
 from toolkit.data.io import Dataset
 from toolkit.errors import ConfigError, DataError
 from toolkit.families import family_of
-from toolkit.train import pipeline, rundir
-from toolkit.train.config import TrainConfig, load_saved_config
+from toolkit.train import pipeline, recover, rundir
+from toolkit.train.config import TrainConfig, config_warnings, load_saved_config
+from toolkit.train.tracker import Progress, Tracker
 
 NO_DECAY_NAMES = ["bias", "gamma", "beta", "layer_scale"]
+# A training file in a grader's own layout names the profile whose contract says how many classes it scores.
+SCHEMA_PROFILES = {"an2dl2024": "an2dl-2024", "an2dl2023": "an2dl-2023"}
 
 
 @dataclass
@@ -40,6 +43,14 @@ class TrainResult:
     seconds: float
     metrics: dict | None = None
     devices: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    early_stops: list[dict] = field(default_factory=list)  # recover.early_stop_record, one per phase that stopped
+    final_phase: int = 2
+
+    @property
+    def stopped_early(self) -> dict | None:
+        """The early stop that ended the run (its last phase's), or None when it ran all its epochs."""
+        return recover.final_stop(self.early_stops, self.final_phase)
 
     def summary(self) -> dict:
         out = {
@@ -51,10 +62,19 @@ class TrainResult:
             "best_val_accuracy": self.best_val_accuracy,
             "seconds": round(self.seconds, 2),
             "devices": self.devices,
+            "stopped_early": self.stopped_early,
+            "early_stops": self.early_stops,
+            "warnings": self.warnings,
         }
         if self.metrics:
-            out.update({k: self.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")})
+            keys = ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "chance_level", "near_chance")
+            out.update({k: self.metrics[k] for k in keys})
+            out["epochs_trained"] = self.metrics["epochs_done"]
         return out
+
+    def describe_stops(self) -> list[str]:
+        """One line per early stop, the run's own last."""
+        return [recover.describe_early_stop(s, s["phase"] == self.final_phase) for s in self.early_stops]
 
 
 def load_training_data(data_path: str | Path, val_path: str | Path | None = None,
@@ -75,6 +95,33 @@ def load_training_data(data_path: str | Path, val_path: str | Path | None = None
     return data, val
 
 
+def coverage_warnings(train_set: Dataset, val_set: Dataset, val_given: bool) -> list[str]:
+    """Classes of the class list with no image to learn from, or none to be scored on."""
+    found = []
+    for name, where, data in (("training", "the training data", train_set),
+                              ("validation", "--val" if val_given else "the held-out validation split", val_set)):
+        absent = [c for c, n in data.class_counts().items() if n == 0]
+        if absent:
+            consequence = ("the model gets an output for each but can never predict them" if name == "training" else
+                           "their accuracy is never measured, and the validation accuracy overstates the model")
+            found.append(f"no image of class {', '.join(map(repr, absent))} in {where} ({len(absent)} of "
+                         f"{data.num_classes} classes): {consequence}")
+    return found
+
+
+def contract_warnings(data: Dataset) -> list[str]:
+    """A class count that differs from what the grader of the data's file layout scores (a class missing entirely)."""
+    from toolkit.runtime.profiles import get_profile
+
+    name = SCHEMA_PROFILES.get(str(data.schema))
+    expected = getattr(get_profile(name).contract, "num_classes", None) if name else None
+    if expected is None or expected == data.num_classes:
+        return []
+    return [f"{data.source}: {data.num_classes} classes ({', '.join(data.class_names)}) in the {name} file layout, "
+            f"whose grader scores {expected}: was a class missing from the data? A submission of this model fails "
+            f"`cbtool check --profile {name}`"]
+
+
 def split_validation(data: Dataset, val: Dataset | None, config: TrainConfig) -> tuple[Dataset, Dataset]:
     """The given validation set, or a seeded stratified hold-out of `config.val_fraction` of `data`."""
     if val is not None:
@@ -86,13 +133,17 @@ def split_validation(data: Dataset, val: Dataset | None, config: TrainConfig) ->
 
 
 def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
-          verbose: bool = True, log: Callable[[str], None] | None = None, stop_after_epochs: int | None = None) -> TrainResult:
-    """Train into `run_dir` (or continue the run there with `resume`); `stop_after_epochs` stops early like an interrupt."""
+          verbose: bool = True, log: Callable[[str], None] | None = None, stop_after_epochs: int | None = None,
+          warn: Callable[[str], None] | None = None, resume_command: str | None = None) -> TrainResult:
+    """Train into `run_dir` (or continue the run there with `resume`); `stop_after_epochs` stops early like an interrupt.
+
+    `warn` gets each warning as it is found; Ctrl-C raises `recover.TrainingInterrupted` naming `resume_command`."""
     import keras
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
     log = log or (lambda message: None)
+    warn = warn or log
     if resume:
         config = load_saved_config(run_dir)
         state = rundir.read_state(run_dir)
@@ -105,6 +156,9 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     fingerprint = pipeline.data_fingerprint(train_set.images, train_set.labels, val_set.images, val_set.labels)
     if resume and state["data_sha256"] != fingerprint:
         raise DataError(f"{run_dir}: the training/validation data differ from the data this run started with; cannot resume")
+    warnings = contract_warnings(data) + coverage_warnings(train_set, val_set, val is not None) + config_warnings(config)
+    for message in warnings:
+        warn(message)
     keras.utils.set_random_seed(config.seed)
     devices = _devices(config)
     log(f"training {config.model} on {len(train_set)} images, validating on {len(val_set)} ({devices['summary']})")
@@ -112,26 +166,38 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     spec = _model_spec(config, train_set.class_names)
     # Build first: a failure to get the weights (offline imagenet, a bad path) leaves no run dir behind that would
     # make the corrected command ask for --resume.
-    model = _build(spec, config, devices, resume_from=RunDir(run_dir).last_weights if resume else None)
+    last = RunDir(run_dir).last_weights
+    model = _build(spec, config, devices, resume_from=last if resume and last.is_file() else None)
     if not resume:
         rundir.write_setup(run_dir, config, spec)
+        rundir.write_probe_inputs(recover.probe_inputs_path(run_dir), val_set, config.probe_size)
         state = rundir.new_state(fingerprint)
-        rundir.save_state(run_dir, state)
-    tracker = _Tracker(run_dir, state, config.patience, stop_after_epochs, twin=_twin(spec))
-    _run_phases(model, tracker, train_set, val_set, config, devices, verbose)
-    result = TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"], state["best_val_accuracy"],
-                         time.perf_counter() - started, devices={k: v for k, v in devices.items() if k != "strategy"})
-    if tracker.interrupted:
-        log(f"stopped after {state['epoch']} epochs; continue with --resume")
-        return result
-    result.metrics = _finish(run_dir, spec, val_set, state, config, tracker)
+    state.update(warnings=warnings, resume_command=resume_command or state.get("resume_command"))
+    rundir.save_state(run_dir, state)
+    tracker = Tracker(run_dir, state, config.patience, stop_after_epochs, twin=_twin(spec))
+    try:
+        _run_phases(model, tracker, train_set, val_set, config, devices, verbose, log)
+        result = TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"],
+                             state["best_val_accuracy"], time.perf_counter() - started,
+                             devices={k: v for k, v in devices.items() if k != "strategy"}, warnings=warnings,
+                             early_stops=state.get("early_stops", []), final_phase=2 if config.epochs2 else 1)
+        if tracker.interrupted:
+            log(f"stopped after {state['epoch']} epochs; continue with --resume")
+            return result
+        result.metrics = _finish(run_dir, spec, val_set, state, config, tracker)
+    except KeyboardInterrupt:
+        # What is on disk is what a --resume continues from (the epoch in flight is lost).
+        raise recover.TrainingInterrupted(run_dir, rundir.read_state(run_dir), config.total_epochs) from None
+    for message in result.metrics["warnings"][len(warnings):]:  # found in the final evaluation (near chance)
+        warn(message)
+    result.warnings = result.metrics["warnings"]
     state["completed"] = True
     rundir.save_state(run_dir, state)
     result.completed, result.seconds = True, time.perf_counter() - started
     return result
 
 
-def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) -> None:
+def _run_phases(model, tracker, train_set, val_set, config, devices, verbose, log) -> None:
     import keras
 
     steps, batch = pipeline.steps_per_epoch(len(train_set), config.batch_size)
@@ -142,10 +208,12 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
                                    resize=config.resize, batch_size=config.batch_size)
     state, paths = tracker.state, RunDir(tracker.run_dir)
     bounds = [(1, 0, config.epochs1, config.lr1), (2, config.epochs1, config.total_epochs, config.lr2)]
+    active = [b for b in bounds if b[2] > b[1]]
     for phase, start, end, lr in bounds:
         if end <= start or state["epoch"] >= end:
             continue
         mid_phase = state["epoch"] > start
+        log(_phase_label(active.index((phase, start, end, lr)) + 1, len(active), phase, config, state["epoch"]))
         if not mid_phase and paths.best_weights.exists():
             tracker.load_into_model(model, paths.best_weights)  # phase 2 starts from phase 1's best
         family_of(config.model).module().set_trainable(model, phase, config.unfreeze)
@@ -157,6 +225,7 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
             if mid_phase:
                 rundir.restore_optimizer(model, model.optimizer, paths.optimizer_state)
         tracker.begin_phase(phase, end, reset_wait=not mid_phase)
+        callbacks = [tracker, Progress(config.total_epochs, log)] if verbose else [tracker]
         train_ds = pipeline.train_dataset(
             train_set.images, train_set.labels, train_set.num_classes, input_size=config.input_size, resize=config.resize,
             batch_size=config.batch_size, seed=config.seed, start_epoch=state["epoch"], end_epoch=end,
@@ -164,13 +233,28 @@ def _run_phases(model, tracker, train_set, val_set, config, devices, verbose) ->
         # Keras prints its progress on stdout; stdout belongs to --json.
         with contextlib.redirect_stdout(sys.stderr):
             model.fit(train_ds, epochs=end, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=val_ds,
-                      callbacks=[tracker], verbose=2 if verbose else 0, shuffle=False)
+                      callbacks=callbacks, verbose=2 if verbose else 0, shuffle=False)
         if tracker.interrupted:
             return
         state["epoch"], state["wait"] = end, 0  # early stopping ends the phase
         rundir.save_state(tracker.run_dir, state)
     if paths.best_weights.exists():
         tracker.load_into_model(model, paths.best_weights)
+
+
+def _phase_label(number: int, count: int, phase: int, config: TrainConfig, done: int) -> str:
+    """"phase 1/2: head only, frozen backbone, epochs 1-5 (lr 0.001)": what each stretch of epochs trains."""
+    start, end, lr = (0, config.epochs1, config.lr1) if phase == 1 else (config.epochs1, config.total_epochs, config.lr2)
+    if phase == 1:
+        what = "head only, frozen backbone"
+    elif config.weights == "none":
+        what = "whole network, from random weights"
+    else:
+        stages = "all stages" if config.unfreeze == "all" else f"last {config.unfreeze} stage(s)"
+        what = f"fine-tuning, backbone unfrozen ({stages})"
+    resumed = f", resuming after epoch {done}" if done > start else ""
+    epochs = f"epoch {end}" if end == start + 1 else f"epochs {start + 1}-{end}"
+    return f"phase {number}/{count}: {what}, {epochs} (lr {lr:g}{resumed})"
 
 
 def make_optimizer(config: TrainConfig, lr: float, total_steps: int, warmup_steps: int):
@@ -279,74 +363,7 @@ def _finish(run_dir: Path, spec: dict, val_set: Dataset, state: dict, config: Tr
         "epochs_done": len(history["epoch"]),
         "train_seconds": round(seconds, 2),
         "train_images_per_epoch": tracker.images_per_epoch,
+        "stopped_early": recover.final_stop(state.get("early_stops", []), 2 if config.epochs2 else 1),
+        "warnings": list(state.get("warnings", [])),
     }
     return rundir.write_results(run_dir, val_set, probs, history, config.probe_size, extra)
-
-
-def _Tracker(run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None, twin):
-    """A keras Callback (made here so importing this module does not import Keras); see `_TrackerMixin`."""
-    import keras
-
-    cls = type("Tracker", (_TrackerMixin, keras.callbacks.Callback), {})
-    return cls(run_dir, state, patience, stop_after_epochs, twin)
-
-
-class _TrackerMixin:
-    """Per epoch: history, best weights on validation accuracy, resumable state, early stopping, test interrupts."""
-
-    def __init__(self, run_dir: Path, state: dict, patience: int, stop_after_epochs: int | None, twin):
-        super().__init__()
-        self.run_dir, self.state, self.patience, self.stop_after = run_dir, state, patience, stop_after_epochs
-        self.twin = twin
-        self.epochs_run, self.interrupted, self.phase, self.images_per_epoch = 0, False, 1, 0
-        self._t0 = 0.0
-
-    def begin_phase(self, phase: int, end: int, reset_wait: bool) -> None:
-        self.phase = phase
-        self.state["phase"] = phase
-        if reset_wait:
-            self.state["wait"] = 0
-
-    def load_into_model(self, model, path: Path) -> None:
-        """Load a run-dir weight file into the (compiled) training model, through the float32 twin."""
-        self.twin.load_weights(path)
-        model.set_weights(self.twin.get_weights())
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs, state, history = logs or {}, self.state, self.state["history"]
-        val_acc = float(logs.get("val_accuracy", 0.0))
-        row = {"epoch": epoch + 1, "phase": self.phase, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-               "val_loss": logs.get("val_loss"), "val_accuracy": val_acc, "lr": _current_lr(self.model.optimizer),
-               "seconds": round(time.perf_counter() - self._t0, 3)}
-        for key in rundir.HISTORY_KEYS:
-            value = row[key]
-            history[key].append(float(value) if isinstance(value, (float, np.floating)) or hasattr(value, "numpy") else value)
-        self.twin.set_weights(self.model.get_weights())
-        paths = RunDir(self.run_dir)
-        if state["best_val_accuracy"] is None or val_acc > state["best_val_accuracy"]:
-            state["best_val_accuracy"], state["best_epoch"], state["wait"] = val_acc, epoch + 1, 0
-            rundir.save_weights(self.twin, paths.best_weights)
-        else:
-            state["wait"] += 1
-        state["epoch"] = epoch + 1
-        rundir.save_weights(self.twin, paths.last_weights)
-        rundir.save_optimizer(self.model.optimizer, paths.optimizer_state)
-        rundir.save_state(self.run_dir, state)
-        self.epochs_run += 1
-        if self.patience and state["wait"] >= self.patience:
-            self.model.stop_training = True
-        if self.stop_after is not None and self.epochs_run >= self.stop_after:
-            self.interrupted = True
-            self.model.stop_training = True
-
-
-def _current_lr(optimizer) -> float | None:
-    import keras
-
-    try:
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except Exception:  # a wrapped optimizer may not expose it; the history just lacks the value
-        return None

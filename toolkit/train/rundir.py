@@ -104,6 +104,26 @@ def probe_indices(labels: np.ndarray, k: int) -> np.ndarray:
     return np.array(picked, dtype=np.int64)
 
 
+def write_probe_inputs(path: Path, val, probe_size: int) -> None:
+    """The probe's images and labels, saved when a run starts: a partial export checks itself on them."""
+    idx = probe_indices(val.labels, probe_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, images=val.images[idx], labels=val.labels[idx].astype(np.int64))
+
+
+def chance_fields(labels: np.ndarray, num_classes: int, accuracy: float) -> tuple[dict, list[str]]:
+    """The metrics' chance_level and near_chance, and the warning a near-chance validation accuracy gets."""
+    from toolkit.results import chance_level, near_chance
+
+    chance = chance_level(labels, num_classes)
+    near = near_chance(accuracy, chance)
+    warning = [f"validation accuracy {accuracy:.4f} is near chance ({chance:.4f}, the most frequent class's share): "
+               "the model has not learned; see the warnings above, the learning rates and the data"] if near else []
+    return {"chance_level": round(chance, 6), "near_chance": near}, warning
+
+
 def write_results(run_dir: Path, val, probs: np.ndarray, history: dict, probe_size: int, extra: dict) -> dict:
     """Metrics, history, probe and the two plots, from the validation softmax of the best model."""
     from toolkit.train.metrics import classification_metrics, plot_confusion_matrix, plot_learning_curves
@@ -111,6 +131,8 @@ def write_results(run_dir: Path, val, probs: np.ndarray, history: dict, probe_si
     predictions = probs.argmax(axis=1)
     metrics = classification_metrics(val.labels, predictions, val.class_names)
     metrics.update(extra)
+    chance, warning = chance_fields(val.labels, val.num_classes, metrics["accuracy"])
+    metrics.update(chance, warnings=list(extra.get("warnings", [])) + warning)
     paths = RunDir(run_dir)
     write_json(paths.metrics, metrics)
     write_json(paths.history, history)
