@@ -22,10 +22,12 @@ What is written: the output with progress bars (tqdm, stderr only, gone with -q)
 in ` [...]`), the home folder shown as `~` and the scratch folder as a relative path.
 What is compared (--check), on both sides: that text with the volatile parts replaced, so a re-run matches while an
 added, removed or changed line fails: durations (`38 s`, `291ms/step`) -> <t>; sizes (`0.27 MiB`, `538 MB`) -> <size>;
-hex digests of 10+ digits -> <hex>; dates -> <date>; every number on a line about speed or memory (`images per
-second`, `images/s`, `time limit allows`, `peak memory`) -> <n>; runs of spaces and of dashes (table widths) -> one.
-Counts, file names, accuracies and exit codes compare exactly: CPU training with a fixed seed measured bit-identical
-across runs. --write keeps a block whose compared form is unchanged, so a re-run does not churn the docs.
+hex digests of 10+ digits -> <hex>; dates -> <date>; paths in the temporary folder -> <tmp>; every number on a line
+about speed or memory (`images per second`, `images/s`, `time limit allows`, `peak memory`) -> <n>; runs of spaces
+and of dashes (table widths) -> one. Counts, file names, accuracies and exit codes compare exactly: CPU training with
+a fixed seed measured bit-identical across runs (two `cbtool train` runs: equal history.json; the notebook's Keras
+fit: the same val_accuracy hours apart). --write keeps a block whose compared form is unchanged, so a re-run does
+not churn the docs.
 
 Usage: python examples/transcripts.py (--check | --write) [FILE.md ...] [--keep DIR]
 Exit codes: 0 docs match, 1 a block differs (--check prints a unified diff), 2 a bad option or a python block failed.
@@ -64,6 +66,7 @@ _VOLATILE = [
     (re.compile(r"\b[0-9a-f]{10,64}\b"), "<hex>"),
     (re.compile(r"(?<![\w.])\d+(\.\d+)? ?(KiB|MiB|GiB|kB|MB|GB)\b"), "<size>"),
     (re.compile(r"(?<![\w.])\d+(\.\d+)? ?(ms|us|µs|s|min)(?=\b|/)"), "<t>"),
+    (re.compile(re.escape(tempfile.gettempdir()) + r"/[^\s'\"()]+"), "<tmp>"),  # a temporary folder cbtool made
 ]
 _RATE_LINE = re.compile(r"images per second|images/s|img/s|time limit allows|peak memory", re.I)
 _NUMBER = re.compile(r"(?<![\w<])\d[\d,]*(\.\d+)?")

@@ -10,6 +10,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     ("images the time limit allows at this rate         156,239", "images the time limit allows at this rate 41,269"),
     ("import model.py                                    2.41 s", "import model.py      11.00 s"),
     ("-------  ------", "--------  -------"),
+    (f"built {tempfile.gettempdir()}/tmpab12/s.zip", f"built {tempfile.gettempdir()}/tmpzz_9/s.zip"),
 ])
 def test_volatile_parts_compare_equal(recorded, now):
     assert transcripts.comparable(recorded) == transcripts.comparable(now)
