@@ -43,5 +43,5 @@ def simulate_command(out: Output, submission, data, profile_name, profiles_file,
     if report_dir is not None:
         from toolkit.simulate_report import write_report
 
-        write_report(result, report_dir)
+        write_report(result, report_dir, allow_pickle=allow_pickle)
     return Result(data=result.to_dict(), human=render_text(result), exit_code=EXIT_OK if result.ok else EXIT_SUBMISSION_FAILED)

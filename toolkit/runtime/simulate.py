@@ -68,6 +68,7 @@ class SimulateResult(Result):
     chance_level: float | None = None  # the majority-class rate of the held-out labels (at least 1/K)
     near_chance: bool = False  # accuracy within 1.5x of chance_level: a warning, never an OK
     class_map: dict | None = None  # held-out class -> submission class, as --class-map gave it
+    predictions: list[int] | None = None  # the scored clean predictions, per held-out image (the report's error sheet)
 
     @property
     def ok(self) -> bool:
@@ -356,6 +357,7 @@ def _score(result: SimulateResult, checked: dict, data, plan: Plan, manifest: di
     result.scores_by_input = {d: s["accuracy"] for d, s in by_dtype.items()}
     _chance(result, data.labels)
     reference = checked[plan.clean[worst]].predictions
+    result.predictions = [int(p) for p in np.asarray(reference).reshape(-1)]
     warnings.extend(scoring.consistency_warnings(checked, plan, reference))
     if plan.shift_names:
         result.shift = _shift_result(checked, plan, data.labels, reference, manifest)
