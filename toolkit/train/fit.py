@@ -144,21 +144,12 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     run_dir = Path(run_dir)
     log = log or (lambda message: None)
     warn = warn or log
-    if resume:
-        config = load_saved_config(run_dir)
-        state = rundir.read_state(run_dir)
-        if state.get("completed"):
-            raise ConfigError(f"{run_dir}: this run already finished ({state['epoch']} epochs); nothing to resume")
-    else:
-        config = config or TrainConfig()
-        rundir.check_fresh(run_dir)
+    config, state = _open_run(run_dir, config, resume)
     train_set, val_set = split_validation(data, val, config)
     fingerprint = pipeline.data_fingerprint(train_set.images, train_set.labels, val_set.images, val_set.labels)
     if resume and state["data_sha256"] != fingerprint:
         raise DataError(f"{run_dir}: the training/validation data differ from the data this run started with; cannot resume")
-    warnings = contract_warnings(data) + coverage_warnings(train_set, val_set, val is not None) + config_warnings(config)
-    for message in warnings:
-        warn(message)
+    warnings = _warnings(data, train_set, val_set, val is not None, config, warn)
     keras.utils.set_random_seed(config.seed)
     devices = _devices(config)
     log(f"training {config.model} on {len(train_set)} images, validating on {len(val_set)} ({devices['summary']})")
@@ -177,10 +168,7 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     tracker = Tracker(run_dir, state, config.patience, stop_after_epochs, twin=_twin(spec))
     try:
         _run_phases(model, tracker, train_set, val_set, config, devices, verbose, log)
-        result = TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"],
-                             state["best_val_accuracy"], time.perf_counter() - started,
-                             devices={k: v for k, v in devices.items() if k != "strategy"}, warnings=warnings,
-                             early_stops=state.get("early_stops", []), final_phase=2 if config.epochs2 else 1)
+        result = _result(run_dir, state, tracker, config, devices, warnings, started)
         if tracker.interrupted:
             log(f"stopped after {state['epoch']} epochs; continue with --resume")
             return result
@@ -195,6 +183,34 @@ def train(data: Dataset, val: Dataset | None, config: TrainConfig | None, run_di
     rundir.save_state(run_dir, state)
     result.completed, result.seconds = True, time.perf_counter() - started
     return result
+
+
+def _open_run(run_dir: Path, config: TrainConfig | None, resume: bool) -> tuple[TrainConfig, dict | None]:
+    """The config and saved state of the run to resume, or the config of a new run (and no state yet)."""
+    if not resume:
+        rundir.check_fresh(run_dir)
+        return config or TrainConfig(), None
+    state = rundir.read_state(run_dir)
+    if state.get("completed"):
+        raise ConfigError(f"{run_dir}: this run already finished ({state['epoch']} epochs); nothing to resume")
+    return load_saved_config(run_dir), state
+
+
+def _warnings(data: Dataset, train_set: Dataset, val_set: Dataset, val_given: bool, config: TrainConfig,
+              warn: Callable[[str], None]) -> list[str]:
+    """Everything about the data and settings that trains without error but gives a model that cannot be right."""
+    found = contract_warnings(data) + coverage_warnings(train_set, val_set, val_given) + config_warnings(config)
+    for message in found:
+        warn(message)
+    return found
+
+
+def _result(run_dir: Path, state: dict, tracker, config: TrainConfig, devices: dict, warnings: list[str],
+            started: float) -> TrainResult:
+    return TrainResult(run_dir, False, state["epoch"], tracker.epochs_run, state["best_epoch"], state["best_val_accuracy"],
+                       time.perf_counter() - started, devices={k: v for k, v in devices.items() if k != "strategy"},
+                       warnings=warnings, early_stops=state.get("early_stops", []),
+                       final_phase=2 if config.epochs2 else 1)
 
 
 def _run_phases(model, tracker, train_set, val_set, config, devices, verbose, log) -> None:
