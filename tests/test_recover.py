@@ -148,3 +148,14 @@ def test_a_class_count_the_layout_grader_does_not_score_is_warned():
     found = contract_warnings(Dataset(data.images, data.labels, data.class_names, data.original_indices, "an2dl2024", "x.npz"))
     assert len(found) == 1 and "7 classes" in found[0] and "an2dl-2024" in found[0] and "scores 8" in found[0]
     assert contract_warnings(data) == []  # a generic file names no grader
+
+
+def test_a_val_file_lacking_a_class_is_named_as_such():
+    from toolkit.train.fit import coverage_warnings
+
+    data = shapes_dataset(n_per_class=2, num_classes=3)
+    val = data.subset(np.flatnonzero(data.labels != 1))
+    found = coverage_warnings(data, val, val_given=True)
+    assert found == ["no image of class 'class_1' in --val (1 of 3 classes): their accuracy is never measured, and the "
+                     "validation accuracy overstates the model"]
+    assert coverage_warnings(data, data, val_given=True) == []
