@@ -139,8 +139,9 @@ def verdict(result: SimulateResult) -> tuple[str, str]:
 
 
 def tables(result: SimulateResult) -> list[Table]:
-    """The result's tables, in display order: scores, time and memory, per class, corruption suite, versions."""
-    out = [t for t in (_scores_table(result), _timing_table(result), _per_class_table(result), _shift_table(result)) if t]
+    """The result's tables, in display order: scores, time and memory, per class, corruption suite, TTA, versions."""
+    out = [t for t in (_scores_table(result), _timing_table(result), _per_class_table(result), _shift_table(result),
+                       _tta_table(result)) if t]
     if result.versions:
         out.append(Table("versions", "Versions", ["component", "version"], [list(r) for r in sorted(result.versions.items())], html_only=True))
     return out
@@ -175,6 +176,7 @@ _TIMING_LABELS = {
     "probes_predict_s": "simulate's extra probes",
     "shift_predict_s": "predict the corrupted sets",
     "shift_corrupt_s": "make the corrupted sets",
+    "tta_compare_predict_s": "predict under the other TTA modes (--compare-tta)",
     "wall_s": "wall time, whole run",
 }
 
@@ -233,6 +235,26 @@ def _shift_table(result: SimulateResult) -> Table | None:
 
 
 _SEEN = {True: "yes", False: "no", None: "unknown"}
+
+
+def _tta_table(result: SimulateResult) -> Table | None:
+    """--compare-tta: each mode's accuracy on the same clean (and corrupted) images; the intro is the verdict line."""
+    from toolkit.runtime.tta_compare import tta_line
+
+    comparison = result.tta_comparison
+    if not comparison:
+        return None
+    rows = []
+    for mode, row in comparison["modes"].items():
+        marks = [w for w, on in (("submission", mode == comparison["submission"]), ("best", mode == comparison["best"])) if on]
+        label = f"{mode} ({', '.join(marks)})" if marks else mode
+        timed = "n/a" if row.get("predict_s") is None else f"{row['predict_s']:.2f} s"
+        rows.append([label, row["views"], _pct(row["clean"]), _pct(row["shifted"]), timed])
+    notes = [f"{mode} not measured: {row['skipped']}" for mode, row in comparison["modes"].items() if row.get("skipped")]
+    html_notes = ["each mode predicts the same images in the same sandbox run; the submission's own mode is the graded "
+                  "run, the others are extra predict calls timed apart from the grader's pass"] if rows else []
+    return Table("tta", "Test-time augmentation, measured", ["TTA mode", "views", "clean", "shifted mean", "predict (clean)"],
+                 rows, intro=tta_line(comparison), notes=notes, html_notes=html_notes)
 
 
 def _unseen_sentence(shift: dict) -> str:
@@ -297,8 +319,9 @@ def _html_table(table: Table) -> str:
     body = "".join("<tr>" + "".join(_cell(c, table.heat) for c in row) + "</tr>" for row in table.rows)
     intro = f"<p>{_e(table.intro)}</p>" if table.intro else ""
     notes = "".join(f"<p class='sub'>{_e(n)}</p>" for n in [*table.notes, *table.html_notes])
-    attrs = f" class='heat' id='{_e(table.key)}-heat'" if table.heat else ""
-    return f"<h2>{_e(table.title)}</h2>{intro}<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+    attrs = f" class='heat' id='{_e(table.key)}-heat'" if table.heat else f" id='{_e(table.key)}-table'"
+    grid = f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if table.rows else ""
+    return f"<h2>{_e(table.title)}</h2>{intro}{grid}{notes}"
 
 
 def _cell(value, heat: tuple[float, float] | None) -> str:
@@ -365,7 +388,8 @@ def render_text(result: SimulateResult) -> str:
         if table.html_only:
             continue
         lines += ["", f"{table.title}:"] + ([table.intro] if table.intro else [])
-        lines += [_text_table(table.header, table.rows), *table.notes]
+        lines += [_text_table(table.header, table.rows)] if table.rows else []
+        lines += table.notes
     if (result.report or {}).get("html"):
         lines += ["", f"report: {result.report['html']}"]
     return "\n".join(lines)

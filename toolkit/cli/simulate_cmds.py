@@ -25,8 +25,9 @@ from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_comm
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write scores.json, details.json, PNGs and report.html here.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corruption suite and its sample.")
 @click.option("--class-map", "class_map", default=None, metavar="MAP", help="How --data's classes correspond to the submission's (manifest.json), when they differ: 'heldout=submission,...' or a JSON file {\"heldout\": \"submission\"}; names or indices. Without it, other classes exit 1.")
+@click.option("--compare-tta", "compare_tta", is_flag=True, help="Also score the zip's network under every other TTA mode (none 1 view, flip 2, d4 8) on --data and, with --shift, on every corrupted set, inside the sandbox, and say which mode is best (cbtool-built zips). Costs extra predict time in proportion to the views: about 4.5x for a flip zip, 10x for none; timed apart from the grader's pass.")
 @allow_pickle_option
-def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, class_map, allow_pickle) -> Result:
+def simulate_command(out: Output, submission, data, profile_name, profiles_file, shift, shift_images, time_limit, memory_limit, report_dir, seed, class_map, compare_tta, allow_pickle) -> Result:
     from toolkit.errors import EXIT_OK, EXIT_SUBMISSION_FAILED
     from toolkit.runtime.heldout import parse_class_map
     from toolkit.runtime.simulate import SimulateOptions, parse_memory, simulate
@@ -36,7 +37,7 @@ def simulate_command(out: Output, submission, data, profile_name, profiles_file,
 
     profile = submission_profile(submission, profile_name, profiles_file)
     options = SimulateOptions(time_limit, parse_memory(memory_limit), shift, shift_images or None, seed, allow_pickle,
-                              class_map=parse_class_map(class_map))
+                              class_map=parse_class_map(class_map), compare_tta=compare_tta)
     findings = check_submission(submission, profile).issues if Path(submission).is_file() else []
     with out.progress_callback("input sets predicted", "set") as predicted:
         result = simulate(submission, data, profile, options, log=out.info, progress=predicted, findings=findings)

@@ -1,5 +1,6 @@
 """The input sets simulate hands the child: the held-out set in each of the contract's dtypes, one image and an odd
-batch (the contract says any n), and with --shift every corrupted set, parked on disk and memory-mapped."""
+batch (the contract says any n), with --shift every corrupted set, parked on disk and memory-mapped, and with
+--compare-tta the same sets again under the other TTA modes (extras: `overrides`, never part of the grader's pass)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class Plan:
     shift_s: float = 0.0
     seed: int = 0
     shapes: dict[str, tuple[tuple, str]] = field(default_factory=dict)  # input name -> (shape, dtype)
+    overrides: dict[str, dict[str, object]] = field(default_factory=dict)  # extra input -> model.py globals to set
+    cost: dict[str, float] = field(default_factory=dict)  # extra input -> its predict cost per image vs the zip's own
+    tta_mode: str | None = None  # the submission's own TTA mode when the comparison is planned
 
     def add(self, name: str, array: np.ndarray) -> None:
         self.inputs[name] = array
@@ -32,6 +36,11 @@ class Plan:
 
     def n(self, name: str) -> int:
         return int(self.shapes[name][0][0])
+
+    @property
+    def required(self) -> dict[str, tuple[tuple, str]]:
+        """The shapes of the inputs every submission must answer (the extras left out)."""
+        return {name: shape for name, shape in self.shapes.items() if name not in self.overrides}
 
     @property
     def graded(self) -> str:
@@ -77,8 +86,9 @@ def _plan_shift(plan: Plan, images: np.ndarray, dtype: str, options, scratch: Pa
 
 def hard_limit(time_limit: float, plan: Plan) -> float:
     """The kill limit for the one child run: the grader's limit stretched by the inputs beyond the grader-equivalent
-    pass (the other dtypes, the single image and odd batch, the corruption suite); the grader's own limit is judged
+    pass (the other dtypes, the single image and odd batch, the corruption suite, the other TTA modes weighted by their
+    views); the grader's own limit is judged
     afterwards on import + load + fit + predict of the held-out set in the contract's first dtype."""
     graded = plan.n(plan.graded)
-    total = sum(plan.n(name) for name in plan.shapes)
+    total = sum(plan.n(name) * plan.cost.get(name, 1.0) for name in plan.shapes)
     return time_limit if total <= graded else time_limit * total / max(graded, 1) + min(30.0, time_limit)

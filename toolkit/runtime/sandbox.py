@@ -69,6 +69,7 @@ class RunOutcome:
     cwd: str = "program"
     relative_paths: list[str] = field(default_factory=list)  # paths the submission opened/listed relative to its cwd
     versions: dict[str, str] = field(default_factory=dict)  # python and the libraries the child imported, as it saw them
+    skipped: dict[str, str] = field(default_factory=dict)  # extra input (see `overrides`) -> why it has no output
 
     @property
     def ok(self) -> bool:
@@ -87,12 +88,15 @@ def run_submission(
     progress: Callable[[int, int], None] | None = None,
     fit_data: tuple[np.ndarray, np.ndarray] | None = None,
     cwd: str = "program",
+    overrides: dict[str, dict[str, object]] | None = None,
 ) -> RunOutcome:
     """Extract `zip_path`, import its model.py in a child of `profile`'s runtime, call predict on each input.
 
     `progress(k, n)`: k=0 once the child starts predicting, then k more of the n inputs predicted (read from the
     child's status file while it runs, so a long corruption suite shows how far it is). `fit_data` = (X, y) for a
     contract whose grader calls fit before predict. `cwd`: "submission" or "program", the child's working directory.
+    `overrides`: input name -> model.py module globals set around that input's predict (an extra the grader never
+    makes, e.g. another TTA mode): its failure lands in `outcome.skipped`, not in `outcome.failure`.
     """
     log = log or (lambda _msg: None)
     python = runtime_python(profile, log)
@@ -105,7 +109,7 @@ def run_submission(
             folder.mkdir()
         input_layer = _extract(zip_path, submission, profile)
         shutil.copy2(CHILD_SCRIPT, program / "_child.py")
-        request = _write_request(root, profile, inputs, capture_input, fit_data, input_layer)
+        request = _write_request(root, profile, inputs, capture_input, fit_data, input_layer, overrides or {})
         blocked = "network blocked" if network_block_prefix() else "network NOT blocked (unshare -n unavailable)"
         log(f"running {Path(zip_path).name} in {profile.name} ({python}; {blocked})")
         if cwd not in WORKING_DIRS:
@@ -144,13 +148,16 @@ def _extract(zip_path: str | os.PathLike, dest: Path, profile: Profile) -> str |
 
 
 def _write_request(root: Path, profile: Profile, inputs: dict[str, np.ndarray], capture: bool,
-                   fit_data: tuple[np.ndarray, np.ndarray] | None = None, input_layer: str | None = None) -> Path:
+                   fit_data: tuple[np.ndarray, np.ndarray] | None = None, input_layer: str | None = None,
+                   overrides: dict[str, dict[str, object]] | None = None) -> Path:
     io_dir = root / "io"
-    items = []
+    items, written = [], {}  # id(array) -> file: an array fed several times (once per TTA mode) is written once
     for index, (name, array) in enumerate(inputs.items()):
-        stem = f"in_{index:03d}"
-        np.save(io_dir / f"{stem}.npy", np.asarray(array), allow_pickle=False)
-        items.append({"name": name, "file": str(io_dir / f"{stem}.npy")})
+        if id(array) not in written:
+            written[id(array)] = str(io_dir / f"in_{index:03d}.npy")
+            np.save(written[id(array)], np.asarray(array), allow_pickle=False)
+        items.append({"name": name, "file": written[id(array)],
+                      **({"globals": dict(overrides[name])} if name in (overrides or {}) else {})})
     fit = None
     if fit_data is not None and "fit" in profile.contract.methods:
         np.save(io_dir / "fit_x.npy", np.asarray(fit_data[0]), allow_pickle=False)
@@ -321,6 +328,7 @@ def _outcome(run: _ChildRun, root: Path, inputs: dict, python: str, time_limit: 
         capture_target=status.get("capture"),
         relative_paths=list(status.get("relative_paths") or []),
         versions=dict(status.get("versions") or {}),
+        skipped=dict(status.get("skipped") or {}),
     )
     outcome.outputs = {name: np.load(path, allow_pickle=False) for name, path in (status.get("outputs") or {}).items()}
     for name, paths in (status.get("captured") or {}).items():

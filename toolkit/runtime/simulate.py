@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.errors import ConfigError, UsageError
 from toolkit.results import Failure, Result, chance_level
-from toolkit.runtime import scoring, shift as shift_suite
+from toolkit.runtime import scoring, shift as shift_suite, tta_compare
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
 from toolkit.runtime.heldout import check_image_size, match_classes
 from toolkit.runtime.inputs import Plan, hard_limit, plan_inputs
@@ -69,6 +69,7 @@ class SimulateResult(Result):
     near_chance: bool = False  # accuracy within 1.5x of chance_level: a warning, never an OK
     class_map: dict | None = None  # held-out class -> submission class, as --class-map gave it
     predictions: list[int] | None = None  # the scored clean predictions, per held-out image (the report's error sheet)
+    tta_comparison: dict | None = None  # --compare-tta: {modes: {mode: {clean, shifted, views}}, submission, best, reason}
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,7 @@ class SimulateOptions:
     seed: int = 0
     allow_pickle: bool = False
     class_map: dict[str, str] | None = None  # held-out class -> submission class (toolkit.runtime.heldout.parse_class_map)
+    compare_tta: bool = False  # also predict under every other TTA mode (toolkit.runtime.tta_compare)
 
 
 def parse_memory(text: str | None) -> int | None:
@@ -140,13 +142,19 @@ def simulate(
         memory_limit = int(options.memory_limit_mb or profile.memory_limit_mb)
         with tempfile.TemporaryDirectory(prefix="cbtool-shift-") as scratch:
             plan = plan_inputs(data.images, profile, options, Path(scratch), log)
+            own_tta, why_not = tta_compare.submission_tta(sub) if options.compare_tta else (None, "")
+            if own_tta:
+                tta_compare.add_modes(plan, own_tta)
             run = _run_as_grader(sub, profile, plan, _Run(time_limit, memory_limit, _fit_data(data, profile, options), log, progress))
             plan.inputs.clear()  # close the memory maps before their folder goes
         result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
         static = [f"check: [{i.code}] {i.message}" for i in findings or []]
         result.class_map = match.class_map
         result.warnings += match.warnings + static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
-        return _judge(result, run, plan, data, profile, sub)
+        result = _judge(result, run, plan, data, profile, sub)
+        if why_not and result.ok:
+            result.tta_comparison = tta_compare.not_compared(why_not)
+        return result
 
 
 @dataclass
@@ -201,7 +209,8 @@ def _child_run(sub: SubmissionZip, profile: Profile, plan: Plan, run: _Run, cwd:
     started = time.perf_counter()
     run.outcome = run_submission(sub.path, profile, plan.inputs, time_limit_s=hard_limit(run.time_limit, plan),
                                  memory_limit_mb=run.memory_limit, log=run.log, progress=run.progress,
-                                 fit_data=run.fit_data, cwd=cwd)  # fmt: skip
+                                 fit_data=run.fit_data, cwd=cwd, overrides=plan.overrides)  # fmt: skip
+    tta_compare.salvage(run.outcome, plan)
     run.wall = time.perf_counter() - started
 
 
@@ -223,11 +232,15 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
     if over:
         return _fail(result, over, sub, profile)
     try:
-        checked = scoring.check_outputs(outcome.outputs, plan.shapes, len(result.class_names))
+        checked = scoring.check_outputs(outcome.outputs, plan.required, len(result.class_names))
     except scoring.BadOutput as exc:
         failure = {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}
         return _fail(result, failure, sub, profile)
     _score(result, checked, data, plan, sub.manifest)
+    if plan.tta_mode:
+        own_clean = float(np.mean(checked[plan.graded].predictions == data.labels))
+        result.tta_comparison = tta_compare.compare(outcome, plan, data.labels, own_clean, (result.shift or {}).get("mean_accuracy"),
+                                                    len(result.class_names))
     return result
 
 
@@ -254,7 +267,7 @@ def _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, o
                  "input_dtypes": list(profile.contract.dtypes), "input_tensor": profile.contract.tensor_input,
                  "contract_spec": profile.contract.to_dict()},
         limits={"time_limit_s": time_limit, "memory_limit_mb": memory_limit, "note": f"{TIME_NOTE} {MEMORY_NOTE}"},
-        inputs={name: {"n": shape[0], "dtype": dtype} for name, (shape, dtype) in plan.shapes.items() if not name.startswith("shift/")},
+        inputs={name: {"n": shape[0], "dtype": dtype} for name, (shape, dtype) in plan.required.items() if not name.startswith("shift/")},
         seed=options.seed,
         versions=_host_versions(profile),
     )
@@ -275,6 +288,7 @@ def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
     clean_n = sum(plan.n(name) for name in plan.clean.values() if name in done)
     done_s = sum(predict.get(name, 0.0) for name in plan.clean.values() if name in done)
     shift_s = sum(v for k, v in predict.items() if k.startswith("shift/"))
+    extra = [k for k in predict if k in plan.overrides]
     phases = [timing.get(k) for k in ("import_s", "load_s", "fit_s")]
     graded = predict.get(plan.graded)
     out = {
@@ -284,7 +298,7 @@ def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
         "clean_predict_s": clean_s if predict else None,
         # what the grader itself would time: import + load (+ fit) + one predict over the held-out set
         "grader_pass_s": (sum(t or 0.0 for t in phases) + graded) if graded is not None else None,
-        "probes_predict_s": sum(v for k, v in predict.items() if k != plan.graded and not k.startswith("shift/")) if predict else None,
+        "probes_predict_s": sum(v for k, v in predict.items() if k != plan.graded and not k.startswith("shift/") and k not in extra) if predict else None,
         "predict_s": predict,
         "images_per_s": (clean_n / done_s) if done_s > 0 else None,
         "wall_s": wall,
@@ -296,6 +310,8 @@ def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
         out["images_within_limit"] = int(out["images_per_s"] * left)
     if plan.shift_names:
         out.update(shift_predict_s=shift_s, shift_corrupt_s=plan.shift_s)
+    if plan.overrides:  # --compare-tta's extra predictions: never part of the grader's pass
+        out["tta_compare_predict_s"] = sum(predict[k] for k in extra)
     return out
 
 

@@ -1,0 +1,119 @@
+"""`simulate --compare-tta`: the submission's own network scored under every TTA mode, inside the grader sandbox.
+
+The child imports the zip's model.py once (the one loader); for each other mode of `toolkit.tta.TTA_VIEWS` it sets
+model.py's module global `TTA` around an extra predict of the same held-out images (and, with --shift, the same
+corrupted sets), then restores it. The submission's own mode is simply the normal run. The extras are timed apart
+from the grader's pass and never fail the submission. Which mode is best is `toolkit.tta_choice.choose_tta`'s rule,
+the one `build-submission --tta auto` applies.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from toolkit.runtime import scoring
+from toolkit.runtime.inputs import Plan
+from toolkit.submission_zip import SubmissionZip
+from toolkit.tta import TTA_VIEWS
+from toolkit.tta_choice import choose_tta
+
+PREFIX = "tta/"
+_TTA_GLOBAL = re.compile(r"""^TTA\s*=\s*['"](\w+)['"]\s*(?:#.*)?$""", re.M)
+_FORMAT_GLOBAL = re.compile(r"^FORMAT\s*=", re.M)
+NEEDS_CBTOOL = ("the TTA comparison needs a cbtool-built zip (a manifest.json cbtool wrote and a model.py with the "
+                "module globals TTA and FORMAT); {why}: nothing compared")
+
+
+def submission_tta(sub: SubmissionZip) -> tuple[str | None, str]:
+    """(the zip's own TTA mode, "") for a cbtool-built zip; (None, why it cannot be compared) for any other."""
+    text = sub.model_py or ""
+    mode = _TTA_GLOBAL.search(text)
+    if not (sub.manifest or {}).get("cbtool_submission"):
+        return None, NEEDS_CBTOOL.format(why="this zip's manifest does not say cbtool built it")
+    if mode is None or not _FORMAT_GLOBAL.search(text):
+        return None, NEEDS_CBTOOL.format(why="this model.py has no module-level TTA = '...' and FORMAT = ...")
+    if mode.group(1) not in TTA_VIEWS:
+        return None, f"model.py sets TTA = {mode.group(1)!r}, not one of {', '.join(TTA_VIEWS)}: nothing compared"
+    return mode.group(1), ""
+
+
+def add_modes(plan: Plan, own: str) -> None:
+    """Add the graded held-out set and every corrupted set again under each other mode (the same arrays, so the
+    sandbox writes them once), weighted by their views in the child's kill limit."""
+    plan.tta_mode = own
+    sources = [plan.graded, *(plan.shift_names or {})]
+    for mode in (m for m in TTA_VIEWS if m != own):
+        for source in sources:
+            name = input_name(mode, source, plan)
+            plan.add(name, plan.inputs[source])
+            plan.overrides[name] = {"TTA": mode}
+            plan.cost[name] = TTA_VIEWS[mode] / TTA_VIEWS[own]
+
+
+def input_name(mode: str, source: str, plan: Plan) -> str:
+    """The extra input of `source` (the graded set or a "shift/..." set) under `mode`."""
+    return f"{PREFIX}{mode}/" + ("clean" if source == plan.graded else source)
+
+
+def salvage(outcome, plan: Plan) -> None:
+    """A child killed or crashed during the extras, after every input the grader would ask for came back: the
+    submission did not fail; the unanswered extras are skipped with the reason."""
+    failure = outcome.failure
+    if failure is None or not plan.overrides or any(name not in outcome.outputs for name in plan.required):
+        return
+    for name in plan.overrides:
+        if name not in outcome.outputs:
+            outcome.skipped.setdefault(name, f"{failure.kind}: {failure.message.splitlines()[0]}")
+    outcome.failure, outcome.status = None, "ok"
+
+
+def compare(outcome, plan: Plan, labels: np.ndarray, own_clean: float, own_shifted: float | None, num_classes: int) -> dict:
+    """{"modes": {mode: {clean, shifted, views, predict_s}}, "submission", "best", "reason"}: the measured table and
+    the choice. A mode the child could not answer in full is listed with `skipped` and left out of the choice."""
+    own = plan.tta_mode
+    predict_s = (outcome.timing or {}).get("predict_s") or {}
+    modes = {own: {"clean": own_clean, "shifted": own_shifted, "views": TTA_VIEWS[own], "predict_s": predict_s.get(plan.graded)}}
+    for mode in (m for m in TTA_VIEWS if m != own):
+        modes[mode] = _mode_row(outcome, plan, mode, labels, num_classes, predict_s)
+    measured = {m: row for m, row in modes.items() if row["clean"] is not None}
+    best, reason = choose_tta(measured)
+    ordered = {m: modes[m] for m in TTA_VIEWS if m in modes}
+    return {"modes": ordered, "submission": own, "best": best, "reason": reason}
+
+
+def _mode_row(outcome, plan: Plan, mode: str, labels: np.ndarray, num_classes: int, predict_s: dict) -> dict:
+    row = {"clean": None, "shifted": None, "views": TTA_VIEWS[mode], "predict_s": predict_s.get(input_name(mode, plan.graded, plan))}
+    accuracies = {}
+    try:
+        for source in [plan.graded, *(plan.shift_names or {})]:
+            name = input_name(mode, source, plan)
+            if name not in outcome.outputs:
+                row["skipped"] = outcome.skipped.get(name) or f"no output for {name}"
+                return row
+            y = labels if source == plan.graded else labels[plan.shift_idx]
+            predictions = scoring.check_output(outcome.outputs[name], plan.n(name), num_classes, what=f"predict with TTA = {mode!r}").predictions
+            accuracies[source] = float(np.mean(predictions == y))
+    except scoring.BadOutput as exc:
+        row["skipped"] = str(exc)
+        return row
+    row["clean"] = accuracies.pop(plan.graded)
+    row["shifted"] = float(np.mean(list(accuracies.values()))) if accuracies else None
+    return row
+
+
+def not_compared(why: str) -> dict:
+    """The comparison of a zip that cannot be compared: no modes, no choice, the reason."""
+    return {"modes": {}, "submission": None, "best": None, "reason": why}
+
+
+def tta_line(comparison: dict) -> str:
+    """The one line the terminal and the report print about the comparison."""
+    own, best = comparison.get("submission"), comparison.get("best")
+    if own is None or best is None:
+        return f"TTA: {comparison.get('reason')}"
+    if best == own:
+        return f"TTA: the submission uses {own}; {own} is the best measured ({comparison['reason']})"
+    return (f"TTA: the submission uses {own}; {best} scores better here ({comparison['reason']}): rebuild with "
+            f"--tta {best}")
