@@ -29,7 +29,7 @@ PROBE = """
 <script>
 window.addEventListener("load", () => {
   const out = {text: document.body.innerText, images: [...document.images].map(i => i.naturalWidth), boxes: {}};
-  for (const id of ["status", "accuracy", "shift-mean", "failure", "shift-heat", "gradcam", "corruption-strip", "confusion", "per_class-note"]) {
+  for (const id of ["status", "accuracy", "shift-mean", "failure", "shift-heat", "gradcam", "corruption-strip", "confusion", "per_class-note", "tta-table"]) {
     const el = document.getElementById(id);
     if (el) { const b = el.getBoundingClientRect(); out.boxes[id] = [b.width, b.height, getComputedStyle(el).visibility]; }
   }
@@ -126,8 +126,14 @@ def test_report_dir_holds_codabench_scores_details_plots_and_one_html(tmp_path):
                                                            "corruption_strip.png", "report.html"])
 
 
+TTA_COMPARISON = {"modes": {"none": {"clean": 0.97, "shifted": 0.9, "views": 1, "predict_s": 1.5},
+                            "flip": {"clean": 0.897, "shifted": 0.88, "views": 2, "predict_s": 3.0},
+                            "d4": {"clean": None, "shifted": None, "views": 8, "predict_s": None, "skipped": "killed: out of memory"}},
+                  "submission": "flip", "best": "none", "reason": "none: best mean of clean and shifted accuracy"}
+
+
 def test_html_renders_the_key_numbers_in_chromium(tmp_path):
-    result = _result(data=str(_heldout(tmp_path / "heldout.npz")))
+    result = _result(data=str(_heldout(tmp_path / "heldout.npz")), tta_comparison=TTA_COMPARISON)
     report.write_report(result, tmp_path / "rep")
     seen = _render(tmp_path / "rep" / "report.html", tmp_path)
     text = seen["text"]
@@ -144,8 +150,12 @@ def test_html_renders_the_key_numbers_in_chromium(tmp_path):
     assert f"shifted mean vs clean\t{100 * drop:+.2f} points" in text and "drop" not in text.lower()
     assert "chance level (always the most frequent class)\t12.50%" in text
     assert "Immature granulocytes" in text
+    # --compare-tta: the verdict line and one row per mode, the submission's and the best one marked
+    assert "TTA: the submission uses flip; none scores better here" in text and "rebuild with --tta none" in text
+    assert "none (best)\t1\t97.00%\t90.00%\t1.50 s" in text and "flip (submission)\t2\t89.70%\t88.00%" in text
+    assert "d4 not measured: killed: out of memory" in text
     assert seen["images"] and all(width > 300 for width in seen["images"]) and len(seen["images"]) == 2
-    for element in ("status", "accuracy", "shift-mean", "shift-heat", "corruption-strip", "per_class-note"):
+    for element in ("status", "accuracy", "shift-mean", "shift-heat", "corruption-strip", "per_class-note", "tta-table"):
         width, height, visibility = seen["boxes"][element]
         assert width > 0 and height > 0 and visibility == "visible", element
     # the heat map: 11 families x (5 severities + mean) shaded cells, the worst family redder than the clean-level cells
