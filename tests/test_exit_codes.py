@@ -20,11 +20,7 @@ from toolkit.cli._native_logs import _NOISE
 CBTOOL = Path(sys.executable).with_name("cbtool")  # the installed entry point of this venv
 
 
-def _xfail(owner_reason: str):
-    return pytest.mark.xfail(strict=True, reason=owner_reason)
-
-
-# (command line, a fragment the message must hold, xfail reason while its owner fixes it). Every other input on each
+# (command line, a fragment the message must hold, a pytest mark for a known gap: none today). Every other input on each
 # line is valid, so the named fault is the only one. {npz} a valid npz, {zip} a zip with a model.py, {dir} an empty dir.
 CASES = [
     ("check {zip} --profile an2dl-2042", "did you mean an2dl-2024?", None),
@@ -41,23 +37,20 @@ CASES = [
     ("predict {zip} --data {missing}.npz -o {out}.csv", "missing", None),
     ("validate-preprocessing {zip} --run {dir} --profile an2dl-2042", "did you mean an2dl-2024?", None),
     ("validate-preprocessing {zip} --run {dir} --images 0", "--images", None),
-    ("validate-preprocessing {zip} --preprocess scale:x --data {npz}", "scale:x",
-     _xfail("owner lead/B: parse_spec's refusal of a --preprocess value should be a UsageError")),
+    ("validate-preprocessing {zip} --preprocess scale:x --data {npz}", "scale:x", None),
     ("build-submission {dir} -o {out}.zip --profile an2dl-2042", "did you mean an2dl-2024?", None),
-    ("build-submission {dir} -o {out}.zip --format onnnx", "did you mean onnx?",
-     _xfail("owner B: --format should use toolkit.cli._common.Choice for its did-you-mean")),
+    ("build-submission {dir} -o {out}.zip --format onnnx", "did you mean onnx?", None),
     ("build-submission {dir} -o {out}.zip --tta flips", "--tta", None),
     ("runtime create an2dl-2042", "did you mean an2dl-2024?", None),
     ("runtime create my-chalenge --profiles-file {toml}", "did you mean my-challenge?", None),
     ("export {dir} -o {out} --format onnnx", "did you mean onnx?", None),
-    ("export {missing} -o {out}", "missing", _xfail("owner B: export RUN_DIR should be click.Path(exists=True)")),
+    ("export {missing} -o {out}", "missing", None),
     ("train {npz} -o {out} --epochs 0", "epoch", None),
     ("train {npz} -o {out} --batch-size 0", "batch_size", None),
     ("train {npz} -o {out} --augment nosuch", "augment", None),
-    ("train {npz} -o {out} --model convnext_tny", "did you mean convnext_tiny?",
-     _xfail("owner B/G: --model should use toolkit.cli._common.Choice for its did-you-mean")),
+    ("train {npz} -o {out} --model convnext_tny", "did you mean convnext_tiny?", None),
     ("train {npz} -o {out} --optimizer adamx", "--optimizer", None),
-    ("train {missing}.npz -o {out}", "missing", _xfail("owner B: train DATA should be click.Path(exists=True)")),
+    ("train {missing}.npz -o {out}", "missing", None),
     ("inspect {missing}.npz", "missing", None),
     ("clean {missing}.npz -o {out}.npz", "missing", None),
     ("clean {npz} -o {out}.npz --conflicts vote", "--conflicts", None),
