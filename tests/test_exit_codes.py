@@ -15,7 +15,6 @@ import pytest
 
 from conftest import ROOT
 from toolkit import errors
-from toolkit.cli._native_logs import _NOISE
 
 CBTOOL = Path(sys.executable).with_name("cbtool")  # the installed entry point of this venv
 
