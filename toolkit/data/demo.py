@@ -30,10 +30,11 @@ _CLASSES = [
 ]
 
 
-def orientation_tiles(n_per_class: int, size: int = 64, seed: int = 0) -> Dataset:
+def orientation_tiles(n_per_class: int, size: int = 64, seed: int = 0, separation: float = 1.0) -> Dataset:
     """A set whose labels depend on orientation (tests, benchmarks/bench_robust.py): 4 classes that differ only by a
     quarter turn: a reddish part beside a bluish part, red on the left (class 0), bottom, right or top; the cut and
-    both colours vary. Under any flip or 90-degree turn a label becomes another."""
+    both colours vary. Under any flip or 90-degree turn a label becomes another. `separation` < 1 pulls both colours
+    toward their mean grey, so the parts differ subtly and corruptions can hide which side is which."""
     rng = np.random.default_rng(seed)
     xx = np.mgrid[:size, :size][1]
     images, labels = [], []
@@ -42,6 +43,8 @@ def orientation_tiles(n_per_class: int, size: int = 64, seed: int = 0) -> Datase
             cut = rng.integers(size * 3 // 10, size * 7 // 10)
             red = rng.integers([150, 20, 20], [255, 90, 90]).astype(np.float32)
             blue = rng.integers([20, 20, 150], [90, 90, 255]).astype(np.float32)
+            grey = (red + blue) / 2
+            red, blue = grey + separation * (red - grey), grey + separation * (blue - grey)
             img = np.where((xx < cut)[..., None], red, blue) + rng.normal(0, 12, (size, size, 3))
             images.append(np.clip(np.rot90(img, c), 0, 255).astype(np.uint8))
             labels.append(c)
