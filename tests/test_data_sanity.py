@@ -88,6 +88,18 @@ def test_commands_carry_loader_warnings(tmp_path):
         assert "warning: " in text.output and "[0, 1]" in text.output, args
 
 
+def test_train_carries_loader_warnings_of_both_files(tmp_path):
+    """train prints and records what the loader found in DATA and in --val (their rescaling is not silent)."""
+    from toolkit.train.config import resolve_config
+    from toolkit.train.fit import _warnings, load_training_data
+
+    floats = _npz(tmp_path, PIXELS.astype(np.float32) / 255.0, name="floats.npz")
+    data, val = load_training_data(_npz(tmp_path, PIXELS, name="raw.npz"), floats)
+    seen: list[str] = []
+    found = _warnings(data, data, val, True, resolve_config(overrides={"model": "convnext_test"}), seen.append)
+    assert found == seen and any("[0, 1]" in w and "floats.npz" in w for w in found)
+
+
 def test_inspect_shows_stored_float32_and_the_conversion(tmp_path):
     path = tmp_path / "public_data.npz"
     np.savez(path, data=PIXELS.astype(np.float32), labels=np.array(["healthy", "unhealthy", "healthy"] * 4))

@@ -9,6 +9,7 @@ and early stopping on validation accuracy that restores the best weights. On a G
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ def load_training_data(data_path: str | Path, val_path: str | Path | None = None
         if unknown:
             raise DataError(f"{val_path}: classes {unknown} do not occur in the training classes {data.class_names}")
         lookup = np.array([data.class_names.index(name) for name in val.class_names], dtype=np.int64)
-        val = Dataset(val.images, lookup[val.labels], list(data.class_names), val.original_indices, val.schema, val.source)
+        val = dataclasses.replace(val, labels=lookup[val.labels], class_names=list(data.class_names))
     return data, val
 
 
@@ -199,7 +200,8 @@ def _open_run(run_dir: Path, config: TrainConfig | None, resume: bool) -> tuple[
 def _warnings(data: Dataset, train_set: Dataset, val_set: Dataset, val_given: bool, config: TrainConfig,
               warn: Callable[[str], None]) -> list[str]:
     """Everything about the data and settings that trains without error but gives a model that cannot be right."""
-    found = contract_warnings(data) + coverage_warnings(train_set, val_set, val_given) + config_warnings(config)
+    loaded = [*data.warnings, *(val_set.warnings if val_given else [])]  # the loader's (e.g. 0-1 floats rescaled)
+    found = loaded + contract_warnings(data) + coverage_warnings(train_set, val_set, val_given) + config_warnings(config)
     for message in found:
         warn(message)
     return found
