@@ -154,8 +154,11 @@ def command_env() -> dict[str, str]:
 
 def run_command(command: str, scratch: Path) -> str:
     """Run one command line in the scratch folder; its cleaned output, plus `[exit N]` when it failed."""
-    proc = subprocess.run(["bash", "-c", command], cwd=scratch, env=command_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+    try:
+        proc = subprocess.run(["bash", "-c", command], cwd=scratch, env=command_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"[killed after {TIMEOUT_S} s]"  # recorded like any output: --check shows it in the diff
     output = clean_output(proc.stdout.decode("utf-8", "replace"), scratch)
     if proc.returncode:
         output = (output + "\n" if output else "") + f"[exit {proc.returncode}]"
