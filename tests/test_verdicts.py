@@ -113,8 +113,8 @@ def test_a_7_class_zip_fails_check_under_an2dl_2024(tmp_path, centroids):  # noq
 def test_build_submission_fails_on_the_contracts_class_count(tmp_path):
     from submission_data import shared_export
 
-    _, export = shared_export()  # 3 classes
-    code, out = _cli("build-submission", export, "-o", tmp_path / "s.zip", "--profile", "an2dl-2024")
+    _, export = shared_export()  # 8 classes; the leaves grader scores 2
+    code, out = _cli("build-submission", export, "-o", tmp_path / "s.zip", "--profile", "an2dl-2023")
     assert code == 1 and out["check"]["ok"] is False, out
     assert [i["code"] for i in out["check"]["issues"] if i["severity"] == "error"] == ["class_count"]
 
