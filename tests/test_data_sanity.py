@@ -100,6 +100,17 @@ def test_train_carries_loader_warnings_of_both_files(tmp_path):
     assert found == seen and any("[0, 1]" in w and "floats.npz" in w for w in found)
 
 
+def test_predict_test_sets_carry_loader_warnings(tmp_path):
+    """predict's reader keeps the loader's findings, labelled or not (PredictResult.warnings starts with them)."""
+    from toolkit.submission.predict import read_test_set
+
+    unlabelled = tmp_path / "u.npz"
+    np.savez(unlabelled, images=PIXELS.astype(np.float32) / 255.0)
+    for path in (unlabelled, _npz(tmp_path, PIXELS.astype(np.float32) / 255.0, name="l.npz")):
+        test = read_test_set(path, allow_pickle=False)
+        assert np.array_equal(test.images, PIXELS) and any("[0, 1]" in w and path.name in w for w in test.warnings), path
+
+
 def test_inspect_shows_stored_float32_and_the_conversion(tmp_path):
     path = tmp_path / "public_data.npz"
     np.savez(path, data=PIXELS.astype(np.float32), labels=np.array(["healthy", "unhealthy", "healthy"] * 4))

@@ -67,6 +67,7 @@ class TestSet:
     ids: list
     ids_from: str | None
     class_names: list[str] | None
+    warnings: list[str] = field(default_factory=list)  # the loader's findings (e.g. 0-1 floats rescaled)
 
 
 def predict(source: str | Path, data_path: str | Path, output: str | Path, profile: Profile,
@@ -104,7 +105,7 @@ def predict(source: str | Path, data_path: str | Path, output: str | Path, profi
         profile=profile.name, source=str(source), built=source.is_dir(), data=str(data_path), id_column=options.id_column,
         ids_from=test.ids_from, label_names=options.label_names, class_names=names, input_dtype=profile.contract.dtypes[0],
         batches=len(inputs), timing=_timing(outcome, build_s if source.is_dir() else None, time.perf_counter() - started, len(labels)),
-        warnings=warnings + output_warnings,
+        warnings=test.warnings + warnings + output_warnings,
     )  # fmt: skip
 
 
@@ -142,14 +143,15 @@ def read_test_set(path: str | Path, allow_pickle: bool = False) -> TestSet:
         raw_ids = io.read_array(path, archive, ids_from, allow_pickle) if ids_from else None
     finally:
         archive.close()
+    found: list[str] = []
     if labelled:  # the loader validates the labels too, and names the classes they imply
         dataset = io.load_dataset(path, allow_pickle=allow_pickle)
-        images, class_names = dataset.images, list(dataset.class_names)
+        images, class_names, found = dataset.images, list(dataset.class_names), list(dataset.warnings)
     else:
-        images = io.validate_images(path, image_key, raw)
+        images = io.validate_images(path, image_key, raw, found)
         class_names = [str(n) for n in names] if names is not None else None
     ids = _ids(path, ids_from, raw_ids, len(images)) if ids_from else list(range(len(images)))
-    return TestSet(images, ids, ids_from, class_names)
+    return TestSet(images, ids, ids_from, class_names, found)
 
 
 def _ids(path: Path, key: str, raw: np.ndarray, n: int) -> list:
