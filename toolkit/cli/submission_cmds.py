@@ -8,7 +8,8 @@ import click
 
 from toolkit.cli import main
 from toolkit.artifacts import FORMATS
-from toolkit.cli._common import Choice, Output, Result, cbtool_command, profile_option, profiles_file_option
+from toolkit.cli._common import (Choice, Output, Result, allow_pickle_option, cbtool_command, profile_option,
+                                 profiles_file_option)
 from toolkit.tta import TTA_VIEWS
 
 
@@ -24,8 +25,16 @@ from toolkit.tta import TTA_VIEWS
 @profiles_file_option
 @click.option("--format", "fmt", type=Choice(list(FORMATS)), default="portable", show_default=True,
               help="portable: rebuild + weights.npz (any Keras); keras: model.keras; onnx: model.onnx + onnxruntime.")
-@click.option("--tta", type=Choice(list(TTA_VIEWS)), default="none", show_default=True,
-              help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged.")
+@click.option("--tta", type=Choice([*TTA_VIEWS, "auto"]), default="none", show_default=True,
+              help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged. auto: the mode "
+              "whose measured accuracy on --tta-data (clean and corrupted) is best; the manifest keeps the evidence.")
+@click.option("--tta-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --tta auto: validation npz (held out from training) the modes are scored on.")
+@click.option("--tta-images", type=click.IntRange(min=1), default=500, show_default=True,
+              help="With --tta auto: score a seeded sample of this many --tta-data images.")
+@click.option("--tta-shift", default=None, metavar="FAMILIES", help="With --tta auto: corruption families (severity 3) "
+              "scored besides the clean images, comma-separated, or none [default: defocus_blur,jpeg,contrast_down].")
+@allow_pickle_option
 @click.option("--fp16", is_flag=True, help="Store portable weights as float16 (about half the size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass in predict (bounds memory).")
 @click.option("--partial", is_flag=True, help="SOURCE is an unfinished (interrupted) run dir: use its best weights so "
@@ -37,30 +46,50 @@ from toolkit.tta import TTA_VIEWS
 @click.option("--strip-augmentation", is_flag=True, help="With --from-keras: remove Random*/augmentation layers (proved pass-through).")
 @click.option("--data", "probe_data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --from-keras: an npz whose first images are the parity probes (default: seeded random images).")
-def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, fp16, batch_size, partial,
-                  from_keras, preprocess, strip_augmentation, probe_data) -> Result:
+def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, tta_data, tta_images, tta_shift,
+                  allow_pickle, fp16, batch_size, partial, from_keras, preprocess, strip_augmentation, probe_data) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.runtime.profiles import get_profile
     from toolkit.submission.build import BuildOptions, build_submission
     from toolkit.submission.check import render
     from toolkit.submission.from_keras import FromKerasOptions, build_from_keras
     from toolkit.submission.keras_target import describe_conversion
+    from toolkit.submission.tta_auto import describe as describe_tta_choice
 
     if (source is None) == (from_keras is None) or (from_keras is not None) != (preprocess is not None):
         raise click.UsageError("pass SOURCE (an export or run dir), or --from-keras MODEL with --preprocess SPEC")
     if partial and from_keras is not None:
         raise click.UsageError("--partial takes the best weights of an unfinished run dir (SOURCE); drop it with --from-keras")
+    auto = _auto_options(tta, tta_data, tta_images, tta_shift, allow_pickle, from_keras)
     profile = get_profile(profile_name, profiles_file)
     if from_keras is not None:
         options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size)
         result = build_from_keras(from_keras, output, profile, options, log=out.info)
     else:
-        result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size, partial), log=out.info)
+        result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size, partial, auto), log=out.info)
     files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
     human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n"
-    human += (describe_conversion(result.conversion) + "\n" if result.conversion else "") + render(result.check)
+    human += (describe_conversion(result.conversion) + "\n" if result.conversion else "")
+    human += (describe_tta_choice(result.tta_choice) + "\n" if result.tta_choice else "") + render(result.check)
     return Result(data=_with_error(result.to_dict(), result.check), human=human,
                   exit_code=EXIT_OK if result.check.ok else EXIT_ERROR)
+
+
+def _auto_options(tta: str, data: Path | None, images: int, shift: str | None, allow_pickle: bool, from_keras):
+    """--tta auto's options; its --tta-* options without it, or it without --tta-data, are usage errors (exit 2)."""
+    from toolkit.errors import UsageError
+    from toolkit.submission.tta_auto import AutoOptions, parse_shift
+
+    if tta != "auto":
+        if data is not None or shift is not None:
+            raise UsageError("--tta-data and --tta-shift choose the TTA mode: pass them with --tta auto")
+        return None
+    if from_keras is not None:
+        raise UsageError("--tta auto measures a cbtool network (SOURCE); with --from-keras pass --tta none, flip or d4")
+    if data is None:
+        raise UsageError("--tta auto needs --tta-data VAL.npz: the validation images to score each mode on (a run "
+                               "dir keeps no validation images; pass the --val file you trained with, or a held-out split)")
+    return AutoOptions(data, images, parse_shift(shift), allow_pickle=allow_pickle)
 
 
 @cbtool_command(main, "check", help="Static contract checks of a submission zip: layout, the contract's class and method signatures, undefined names (pyflakes), imports the runtime lacks, saved Keras models against what the runtime's Keras accepts, files opened by relative paths, size and unpacked size; no TensorFlow in this process. Exit 1 on an error; warnings alone exit 0.")

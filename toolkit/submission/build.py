@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.submission.check import CheckReport
 from toolkit.submission.render import TTA_CHOICES, render_model_py
+from toolkit.submission.tta_auto import AUTO, AutoOptions
 from toolkit.train import recover
 from toolkit.tta import TTA_VIEWS
 
@@ -37,6 +39,7 @@ class BuildResult(Result):
     manifest: dict
     check: CheckReport
     conversion: dict | None = None  # `--from-keras`: config changes, stripped layers, parity in the target runtime
+    tta_choice: dict | None = None  # `--tta auto`: the measured scores and the mode chosen (also in the manifest)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class BuildOptions:
     fp16: bool = False
     batch_size: int = 64
     partial: bool = False  # a run dir still training (or interrupted): export its best weights so far
+    auto: AutoOptions | None = None  # `--tta auto`: the validation data the mode is chosen on
 
 
 def build_submission(source: str | os.PathLike, output: str | os.PathLike, profile: Profile,
@@ -57,9 +61,30 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
     with tempfile.TemporaryDirectory(prefix="cbtool-build-") as tmp:
         export_dir = _export_dir(source, Path(tmp) / "export", options, log)
         exported = _read_export(export_dir, options.fmt)
+        choice = _measure_tta(source, export_dir, exported, profile, options, Path(tmp), log) if options.tta == AUTO else None
+        if choice:
+            options = dataclasses.replace(options, tta=choice["chosen"])
         files = _payload(export_dir, exported, profile, options)
         manifest = _manifest(source, exported, profile, options, files)
-    return finish_zip(output, files, manifest, profile, log)
+        if choice:
+            manifest["tta_choice"] = choice
+    result = finish_zip(output, files, manifest, profile, log)
+    result.tta_choice = choice
+    return result
+
+
+def _measure_tta(source: Path, export_dir: Path, exported: dict, profile: Profile, options: BuildOptions, scratch: Path,
+                 log: Callable[[str], None]) -> dict:
+    """`--tta auto`: the zip built with TTA none, its network scored under every mode (toolkit.submission.tta_auto)."""
+    from toolkit.submission.tta_auto import choose_for_zip
+
+    if options.auto is None:
+        raise SubmissionError("--tta auto needs --tta-data VAL.npz: the validation images the mode is chosen on")
+    plain = dataclasses.replace(options, tta="none")
+    files = _payload(export_dir, exported, profile, plain)
+    files[SUBMISSION_FILES.MANIFEST] = json.dumps(_manifest(source, exported, profile, plain, files)).encode()
+    _write_zip(scratch / "tta-none.zip", files)
+    return choose_for_zip(scratch / "tta-none.zip", options.auto, log)
 
 
 def finish_zip(output: str | os.PathLike, files: dict[str, bytes], manifest: dict, profile: Profile,
@@ -78,8 +103,8 @@ def finish_zip(output: str | os.PathLike, files: dict[str, bytes], manifest: dic
 def _validate_options(options: BuildOptions) -> None:
     if options.fmt not in FORMATS:
         raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {options.fmt!r}")
-    if options.tta not in TTA_CHOICES:
-        raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, found {options.tta!r}")
+    if options.tta not in (*TTA_CHOICES, AUTO):
+        raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, {AUTO}, found {options.tta!r}")
     if int(options.batch_size) < 1:
         raise SubmissionError(f"--batch-size: expected a positive integer, found {options.batch_size}")
 
