@@ -201,3 +201,35 @@ def test_a_trained_network_built_with_flip_tta_gets_best_none(tmp_path):
     assert cmp["submission"] == "flip" and cmp["best"] == "none", cmp
     # measured (seed 1): clean none 100.00%, flip 75.00% (red left vs right confused), d4 20.00% on 40 held-out tiles
     assert cmp["modes"]["none"]["clean"] >= 0.9 and cmp["modes"]["flip"]["clean"] <= cmp["modes"]["none"]["clean"] - 0.1, cmp
+
+
+def test_the_override_reaches_a_built_models_predict_in_the_pinned_2024_runtime(tmp_path):
+    """A convnext_test zip built with --tta flip, simulated in the grader's TF 2.17 / Keras 3.4.1 venv: with TTA set to
+    none the sandboxed network answers what the training process predicted without TTA, and every mode scores what
+    `build-submission --tta auto`'s in-process measurement of the same network gives (skipped if the venv is absent)."""
+    from export_data import make_run_dir
+
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.runtime.venv import find_venv
+    from toolkit.submission.build import BuildOptions, build_submission
+    from toolkit.submission.tta_auto import load_forward, measure_tta
+
+    profile = get_profile("an2dl-2024")
+    if find_venv(profile.name, list(profile.packages)) is None:
+        pytest.skip("the an2dl-2024 runtime venv does not exist yet (`cbtool runtime create an2dl-2024`)")
+    run = make_run_dir(tmp_path / "run", n_probe=12, seed=5)
+    probe = np.load(run / "probe.npz")
+    top2 = np.sort(probe["probs"], axis=1)[:, -2:]
+    keep = (top2[:, 1] - top2[:, 0]) > 1e-4  # decisive images: TF 2.17 and this TF differ by ~1e-6
+    images, labels = probe["images"][keep], probe["probs"][keep].argmax(axis=1)
+    save(tmp_path / "held.npz", images, labels)
+    build_submission(run, tmp_path / "s.zip", profile, BuildOptions(tta="flip"))
+    out = simulate(tmp_path / "s.zip", "--data", tmp_path / "held.npz", "--profile", "an2dl-2024", "--compare-tta")
+    cmp = out["tta_comparison"]
+    assert out["versions"]["keras"] == "3.4.1" and cmp["submission"] == "flip"
+    assert cmp["modes"]["none"]["clean"] == 1.0 and cmp["best"] == "none", cmp
+    assert cmp["modes"]["flip"]["clean"] == pytest.approx(out["scores_by_input"][profile.contract.dtypes[0]])
+    assert all(row["clean"] is not None and "skipped" not in row for row in cmp["modes"].values()), cmp
+    in_process = measure_tta(load_forward(tmp_path / "s.zip", "portable"), images, labels, input_size=96, resize="bilinear", batch_size=64)
+    assert {m: row["clean"] for m, row in cmp["modes"].items()} == {m: row["clean"] for m, row in in_process.items()}
+    assert cmp["modes"]["d4"]["clean"] != cmp["modes"]["none"]["clean"]  # measured 0.83 vs 1.0: the override took effect
