@@ -1,15 +1,17 @@
-"""CPU inference speed of cbtool's ConvNeXt, as ratios measured in one run (and each candidate's peak memory).
+"""CPU inference speed of cbtool's core-layer networks, as ratios measured in one run (and each candidate's peak memory).
 
     python benchmarks/bench_inference.py [--variant convnext_tiny] [--images 96] [--batch 32] [--repeats 2] [--cycles 2]
 
 Candidates, each timed in its own fresh process (so peak RSS is its own):
-- keras_apps:   keras.applications.ConvNeXt* (weights=None), model.predict    (grouped Conv2D, slow on CPU)
+- keras_apps:   the variant's keras.applications class (weights=None), model.predict (ConvNeXt: grouped Conv2D, slow
+                on CPU; EfficientNetV2: the same graph as ours)
 - cbtool_keras: toolkit.families.build_model(spec), model.predict             (DepthwiseConv2D)
 - cbtool_onnx:  the exported model.onnx in onnxruntime (CPUExecutionProvider, one thread per CPU, ORT's defaults
                 otherwise; the process imports no TensorFlow)
-- *_1t:         the same two with one intra-op thread each: a per-core comparison that load from other processes
+- *_1t:         the same three with one intra-op thread each: a per-core comparison that load from other processes
                 on a shared machine distorts least (ORT's spinning thread pool suffers most from such load)
-Targets: cbtool_keras / keras_apps >= 5x; cbtool_onnx / cbtool_keras >= 1x. The *_1t ratio is printed for information.
+Targets: cbtool_keras / keras_apps >= 5x for ConvNeXt, >= 0.9x for EfficientNetV2 (the portable rebuild of the same
+graph must cost nothing); cbtool_onnx / cbtool_keras >= 1x. The *_1t ratios are printed for information.
 
 Measured (TF 2.21 / Keras 3.15.1, onnxruntime 1.32, 2 shared cores, convnext_tiny at 96x96): cbtool_keras /
 keras_apps 7.9x-9.3x (87 vs 9.4 img/s). cbtool_onnx / cbtool_keras 0.87x-1.27x across runs (76 vs 87 img/s at load
@@ -20,6 +22,13 @@ within noise (50.5 -> 51.5 img/s on one thread). ORT's profiler says why: MatMul
 70-73% of its time, Conv 5%, so both engines are bound by the same GEMMs; the rewrite saved 6% (701 -> 659 ms per
 batch of 32 on one thread), all of it outside MatMul; with trained (non-unit) LayerNorm weights ORT does fuse that
 twin's LayerNorms (SimplifiedLayerNormalization) and still runs ~50 img/s per core, the same as TensorFlow.
+
+EfficientNetV2 (same machine and versions, 96x96, load average 5-8 from other jobs): efficientnetv2_b0 cbtool_keras /
+keras_apps 1.12x-1.14x (140 vs 125 img/s), 1.23x per core; efficientnetv2_s 0.76x-0.78x (36 vs 47 img/s), 0.89x per
+core, 17.8 vs 16.8 CPU ms/img. The two are the same graph (the rebuild repeats keras' layers and names; it drops
+keras' Reshape in squeeze-excite and its separate Normalization layer), so these ratios are this shared machine's
+noise around 1x. onnxruntime on one thread: 1.85x-2.13x Keras (B0), 1.85x (S); on two shared threads 0.5x-1.25x:
+ORT's spinning pool suffers most from the load.
 """
 
 from __future__ import annotations
@@ -38,9 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CANDIDATES = ("keras_apps", "cbtool_keras", "cbtool_onnx", "cbtool_keras_1t", "cbtool_onnx_1t")
+CANDIDATES = ("keras_apps", "cbtool_keras", "cbtool_onnx", "keras_apps_1t", "cbtool_keras_1t", "cbtool_onnx_1t")
 TARGETS = {("cbtool_keras", "keras_apps"): 5.0, ("cbtool_onnx", "cbtool_keras"): 1.0,
-           ("cbtool_onnx_1t", "cbtool_keras_1t"): None}  # per core, for information
+           ("cbtool_keras_1t", "keras_apps_1t"): None, ("cbtool_onnx_1t", "cbtool_keras_1t"): None}  # per core, for information
+# the rebuild's target against keras.applications, by family: ConvNeXt swaps grouped Conv2D for DepthwiseConv2D,
+# EfficientNetV2 is keras' own graph in core layers (the ratio says the portable rebuild costs nothing)
+REBUILD_TARGET = {"convnext": 5.0, "efficientnetv2": 0.9}
 
 
 def _spec(variant: str, size: int) -> dict:
@@ -89,7 +101,7 @@ def _one(name: str, args) -> dict:
 
             tf.config.threading.set_intra_op_parallelism_threads(1)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-        if name == "keras_apps":
+        if name.startswith("keras_apps"):
             import keras
 
             from toolkit.families import get_variant
@@ -162,7 +174,11 @@ def main() -> None:
     for r in results.values():
         print(f"  {r['name']:<16} {r['images_per_s']:8.1f} img/s   {r['cpu_ms_per_image']:7.1f} CPU ms/img   "
               f"peak RSS {r['peak_rss_mb']:6.0f} MB")
+    from toolkit.families import get_variant
+
     for (a, b), target in TARGETS.items():
+        if (a, b) == ("cbtool_keras", "keras_apps"):
+            target = REBUILD_TARGET[get_variant(args.variant).family]
         ratio = results[a]["images_per_s"] / results[b]["images_per_s"]
         if target is None:
             print(f"  {a} / {b}: {ratio:.2f}x  (per core, no target)")
