@@ -391,13 +391,13 @@ def test_with_shift_the_grader_limit_still_applies_to_the_clean_part(tmp_path, h
     assert out["timing"]["load_s"] >= 2.5
 
 
-def test_pinned_2024_runtime_with_shift(tmp_path):
-    """The same flow in the grader's TF 2.17 / Keras 3.4.1 venv, with the corruption suite (skipped if the venv is absent)."""
+def pinned_2024_run(tmp_path: Path):
+    """(an2dl-2024 profile, a convnext_test run dir, its decisive probe images, their labels = the run's own argmax),
+    with tmp_path/heldout.npz holding them; skips the test when the pinned venv is absent."""
     from export_data import make_run_dir
 
     from toolkit.runtime.profiles import get_profile
     from toolkit.runtime.venv import find_venv
-    from toolkit.submission.build import build_submission
 
     profile = get_profile("an2dl-2024")
     if find_venv(profile.name, list(profile.packages)) is None:
@@ -409,9 +409,18 @@ def test_pinned_2024_runtime_with_shift(tmp_path):
     top2 = np.sort(probe["probs"], axis=1)[:, -2:]
     keep = (top2[:, 1] - top2[:, 0]) > 1e-4
     assert keep.sum() >= 4, "the probe has too few decisive images for this test"
-    labels = probe["probs"][keep].argmax(axis=1)
+    images, labels = probe["images"][keep], probe["probs"][keep].argmax(axis=1)
     class_names = json.loads((run / "classes.json").read_text())["class_names"]
-    np.savez(tmp_path / "heldout.npz", images=probe["images"][keep], labels=labels, class_names=np.array(class_names))
+    np.savez(tmp_path / "heldout.npz", images=images, labels=labels, class_names=np.array(class_names))
+    return profile, run, images, labels
+
+
+def test_pinned_2024_runtime_with_shift(tmp_path):
+    """The same flow in the grader's TF 2.17 / Keras 3.4.1 venv, with the corruption suite (skipped if the venv is absent)."""
+    from toolkit.runtime.venv import find_venv
+    from toolkit.submission.build import build_submission
+
+    profile, run, _, _ = pinned_2024_run(tmp_path)
     build_submission(run, tmp_path / "submission.zip", profile)
     result = CliRunner().invoke(main, ["simulate", str(tmp_path / "submission.zip"), "--data", str(tmp_path / "heldout.npz"),
                                        "--profile", "an2dl-2024", "--shift", "--shift-images", "4", "--json"])  # fmt: skip
