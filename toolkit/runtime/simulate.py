@@ -238,8 +238,7 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
         return _fail(result, failure, sub, profile)
     _score(result, checked, data, plan, sub.manifest)
     if plan.tta_mode:
-        own_clean = float(np.mean(checked[plan.graded].predictions == data.labels))
-        result.tta_comparison = tta_compare.compare(outcome, plan, data.labels, own_clean, (result.shift or {}).get("mean_accuracy"),
+        result.tta_comparison = tta_compare.compare(outcome, plan, data.labels, checked[plan.graded].predictions, result.shift,
                                                     len(result.class_names))
     return result
 

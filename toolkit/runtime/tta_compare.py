@@ -69,18 +69,17 @@ def salvage(outcome, plan: Plan) -> None:
     outcome.failure, outcome.status = None, "ok"
 
 
-def compare(outcome, plan: Plan, labels: np.ndarray, own_clean: float, own_shifted: float | None, num_classes: int) -> dict:
+def compare(outcome, plan: Plan, labels: np.ndarray, own: np.ndarray, shift: dict | None, num_classes: int) -> dict:
     """{"modes": {mode: {clean, shifted, views, predict_s}}, "submission", "best", "reason"}: the measured table and
-    the choice. A mode the child could not answer in full is listed with `skipped` and left out of the choice."""
-    own = plan.tta_mode
+    the choice. `own`: the zip's checked predictions of the graded set; `shift`: its --shift summary (or None). A
+    mode the child could not answer in full is listed with `skipped` and left out of the choice."""
     predict_s = (outcome.timing or {}).get("predict_s") or {}
-    modes = {own: {"clean": own_clean, "shifted": own_shifted, "views": TTA_VIEWS[own], "predict_s": predict_s.get(plan.graded)}}
-    for mode in (m for m in TTA_VIEWS if m != own):
+    modes = {plan.tta_mode: {"clean": float(np.mean(own == labels)), "shifted": (shift or {}).get("mean_accuracy"),
+                             "views": TTA_VIEWS[plan.tta_mode], "predict_s": predict_s.get(plan.graded)}}
+    for mode in (m for m in TTA_VIEWS if m != plan.tta_mode):
         modes[mode] = _mode_row(outcome, plan, mode, labels, num_classes, predict_s)
-    measured = {m: row for m, row in modes.items() if row["clean"] is not None}
-    best, reason = choose_tta(measured)
-    ordered = {m: modes[m] for m in TTA_VIEWS if m in modes}
-    return {"modes": ordered, "submission": own, "best": best, "reason": reason}
+    best, reason = choose_tta({m: row for m, row in modes.items() if row["clean"] is not None})
+    return {"modes": {m: modes[m] for m in TTA_VIEWS}, "submission": plan.tta_mode, "best": best, "reason": reason}
 
 
 def _mode_row(outcome, plan: Plan, mode: str, labels: np.ndarray, num_classes: int, predict_s: dict) -> dict:
