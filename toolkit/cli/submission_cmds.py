@@ -10,6 +10,7 @@ from toolkit.cli import main
 from toolkit.artifacts import FORMATS
 from toolkit.cli._common import (Choice, Output, Result, allow_pickle_option, cbtool_command, profile_option,
                                  profiles_file_option)
+from toolkit.submission.tta_auto import AUTO
 from toolkit.tta import TTA_VIEWS
 
 
@@ -25,7 +26,7 @@ from toolkit.tta import TTA_VIEWS
 @profiles_file_option
 @click.option("--format", "fmt", type=Choice(list(FORMATS)), default="portable", show_default=True,
               help="portable: rebuild + weights.npz (any Keras); keras: model.keras; onnx: model.onnx + onnxruntime.")
-@click.option("--tta", type=Choice([*TTA_VIEWS, "auto"]), default="none", show_default=True,
+@click.option("--tta", type=Choice([*TTA_VIEWS, AUTO]), default="none", show_default=True,
               help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged. auto: the mode "
               "whose measured accuracy on --tta-data (clean and corrupted) is best; the manifest keeps the evidence.")
 @click.option("--tta-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -80,7 +81,7 @@ def _auto_options(tta: str, data: Path | None, images: int, shift: str | None, a
     from toolkit.errors import UsageError
     from toolkit.submission.tta_auto import AutoOptions, parse_shift
 
-    if tta != "auto":
+    if tta != AUTO:
         if data is not None or shift is not None:
             raise UsageError("--tta-data and --tta-shift choose the TTA mode: pass them with --tta auto")
         return None
@@ -88,7 +89,7 @@ def _auto_options(tta: str, data: Path | None, images: int, shift: str | None, a
         raise UsageError("--tta auto measures a cbtool network (SOURCE); with --from-keras pass --tta none, flip or d4")
     if data is None:
         raise UsageError("--tta auto needs --tta-data VAL.npz: the validation images to score each mode on (a run "
-                               "dir keeps no validation images; pass the --val file you trained with, or a held-out split)")
+                         "dir keeps no validation images; pass the --val file you trained with, or a held-out split)")
     return AutoOptions(data, images, parse_shift(shift), allow_pickle=allow_pickle)
 
 
