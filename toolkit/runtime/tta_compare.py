@@ -22,7 +22,7 @@ from toolkit.tta_choice import choose_tta
 PREFIX = "tta/"
 _TTA_GLOBAL = re.compile(r"""^TTA\s*=\s*['"](\w+)['"]\s*(?:#.*)?$""", re.M)
 _FORMAT_GLOBAL = re.compile(r"^FORMAT\s*=", re.M)
-NEEDS_CBTOOL = ("the TTA comparison needs a cbtool-built zip (a manifest.json cbtool wrote and a model.py with the "
+NEEDS_CBTOOL = ("the comparison needs a cbtool-built zip (a manifest.json cbtool wrote and a model.py with the "
                 "module globals TTA and FORMAT); {why}: nothing compared")
 
 
