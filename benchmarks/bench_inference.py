@@ -23,12 +23,12 @@ within noise (50.5 -> 51.5 img/s on one thread). ORT's profiler says why: MatMul
 batch of 32 on one thread), all of it outside MatMul; with trained (non-unit) LayerNorm weights ORT does fuse that
 twin's LayerNorms (SimplifiedLayerNormalization) and still runs ~50 img/s per core, the same as TensorFlow.
 
-EfficientNetV2 (same machine and versions, 96x96, load average 5-8 from other jobs): efficientnetv2_b0 cbtool_keras /
-keras_apps 1.12x-1.14x (140 vs 125 img/s), 1.23x per core; efficientnetv2_s 0.76x-0.78x (36 vs 47 img/s), 0.89x per
-core, 17.8 vs 16.8 CPU ms/img. The two are the same graph (the rebuild repeats keras' layers and names; it drops
-keras' Reshape in squeeze-excite and its separate Normalization layer), so these ratios are this shared machine's
-noise around 1x. onnxruntime on one thread: 1.85x-2.13x Keras (B0), 1.85x (S); on two shared threads 0.5x-1.25x:
-ORT's spinning pool suffers most from the load.
+EfficientNetV2 (same machine and versions, 96x96, load average 5-8 from other jobs): cbtool_keras / keras_apps
+1.12x-1.14x for efficientnetv2_b0 (140 vs 125 img/s; 1.23x per core) and 0.76x-1.18x for efficientnetv2_s over three
+runs (0.89x-1.13x per core; 36-42 vs 35-47 img/s). The two are the same graph (the rebuild repeats keras' layers and
+names; it drops keras' Reshape in squeeze-excite and its separate Normalization layer), so the spread is this shared
+machine's noise around 1x. onnxruntime on one thread: 1.85x-2.13x Keras (B0), 1.69x-1.85x (S); on two shared threads
+0.5x-1.25x: ORT's spinning pool suffers most from the load.
 """
 
 from __future__ import annotations
