@@ -125,7 +125,7 @@ def test_offline_imagenet_message(tmp_path, variant):
     message = proc.stdout.split("MESSAGE", 1)[1]
     weights = get_variant(variant).imagenet
     assert str(tmp_path / "kh" / "models" / weights.file) in message
-    assert weights.file_hash in message and weights.url in message
+    assert f"{weights.algorithm} {weights.file_hash}" in message and weights.url in message
     assert "--weights PATH" in message
 
 

@@ -75,7 +75,7 @@ def test_pretrained_variants_are_keras_applications_own():
             assert variant.arch == {"depths": config["depths"], "dims": config["projection_dims"]}
             assert variant.imagenet.file == f"{name}_notop.h5" and variant.imagenet.algorithm == "sha256"
             assert variant.imagenet.url == keras_convnext.BASE_WEIGHTS_PATH + variant.imagenet.file
-            assert variant.imagenet.sha256 == keras_convnext.WEIGHTS_HASHES[name][1]
+            assert variant.imagenet.file_hash == keras_convnext.WEIGHTS_HASHES[name][1]
             continue
         keras_name = f"efficientnetv2-{size}"
         blocks = [{"fused": b["conv_type"], "repeats": b["num_repeat"], "kernel": b["kernel_size"], "strides": b["strides"],

@@ -55,11 +55,6 @@ class ImagenetWeights:
         """"sha256" or "md5", as keras.utils.get_file's hash_algorithm="auto" decides."""
         return "sha256" if len(self.file_hash) == 64 else "md5"
 
-    @property
-    def sha256(self) -> str:
-        """The hash under its historical name (callers pass it to get_file, which accepts either algorithm)."""
-        return self.file_hash
-
 
 @dataclass(frozen=True)
 class Family:

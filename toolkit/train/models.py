@@ -88,12 +88,12 @@ def imagenet_weights_path(variant: str) -> Path:
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints "Downloading data from ..." on stdout (--json)
-            return Path(keras.utils.get_file(weights.file, weights.url, cache_subdir="models", file_hash=weights.sha256))
+            return Path(keras.utils.get_file(weights.file, weights.url, cache_subdir="models", file_hash=weights.file_hash))
     except Exception as exc:  # network down, DNS failure, hash mismatch: all explained the same way
         target = keras_models_dir() / weights.file
         raise ConfigError(
             f"weights: could not get ImageNet weights for {variant} ({type(exc).__name__}: {str(exc)[:200]}). "
-            f"Keras looks for {target} (sha256 {weights.sha256}; the directory follows $KERAS_HOME). "
+            f"Keras looks for {target} ({weights.algorithm} {weights.file_hash}; the directory follows $KERAS_HOME). "
             f"Offline: download {weights.url} elsewhere and place it at that path, "
             f"or pass the file itself with --weights PATH."
         ) from exc
