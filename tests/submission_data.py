@@ -37,6 +37,27 @@ def any_class_count(profile):
     return dataclasses.replace(profile, contract=contract)
 
 
+def any_class_count_profiles(path: Path, *names: str) -> Path:
+    """A profiles file defining `<name>-any` for each built-in `name`: the same packages (so the same cached runtime)
+    and contract, with the class count and image shape lifted, for CLI tests whose fixtures have other counts/sizes."""
+    import dataclasses
+    import json
+
+    from toolkit.runtime.profiles import get_profile
+
+    def toml(table: dict) -> list[str]:  # JSON scalars and string lists are valid TOML; TOML has no null
+        return [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in table.items() if v is not None]
+
+    lines = []
+    for name in names:
+        profile = any_class_count(get_profile(name))
+        fields = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name not in ("name", "contract")}
+        contract = {k: v for k, v in profile.contract.to_dict().items() if k != "key"}
+        lines += [f"[profiles.{name}-any]", *toml(fields), f"[profiles.{name}-any.contract]", *toml(contract), ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
 def probe(export_dir: Path) -> dict[str, np.ndarray]:
     with np.load(export_dir / "probe.npz") as data:
         return {k: data[k] for k in data.files}

@@ -102,7 +102,7 @@ def test_a_toml_only_contract_builds_checks_and_scores_like_an2dl_2024(tmp_path)
     assert code == 0 and checked["ok"] and checked["contract"] == "my-challenge", checked
     # the same zip is wrong for an2dl-2024: its class is not `Model`
     code, wrong = _cli("check", str(zips["my-challenge"]), "--profile", "an2dl-2024")
-    assert code == 1 and [i["code"] for i in wrong["issues"]] == ["class_name", "class_count"]
+    assert code == 1 and [i["code"] for i in wrong["issues"]] == ["class_name"]
     data = _heldout(tmp_path / "heldout.npz")
     scored = {}
     for name, path in zips.items():

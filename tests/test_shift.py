@@ -94,7 +94,7 @@ def test_seen_in_training_marks_for_a_run_trained_with_holdout(tmp_path):
     assert ("augmentation: corrupt, geometric, color; invariance none (no flips or 90-degree rotations (small rotations, "
             "shifts and zoom only)); corruption families pixelate") in out and "held out bubbles, haze, jpeg" in out
     bad = CliRunner().invoke(main, ["train", str(tmp_path / "d.npz"), "--holdout-families", "fog", "-o", str(tmp_path / "r2")])
-    assert bad.exit_code == 1 and "setting 'holdout_families' has unknown 'fog'" in bad.output
+    assert bad.exit_code == 2 and "setting 'holdout_families' has unknown 'fog'" in bad.output
     training = json.loads(cli("build-submission", run, "-o", zip_path, "--profile", "local", "--json"))["manifest"]["training"]
     assert training["holdout_families"] == sorted(held) and training["invariance"] == "none"
     assert training["corruption_families"] == [f for f in shift.FAMILIES if f not in held]

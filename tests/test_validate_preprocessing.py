@@ -339,4 +339,4 @@ def test_bad_spec_is_one_json_error(tmp_path, probe_data):
     result = CliRunner().invoke(main, ["validate-preprocessing", str(zip_path), "--preprocess", "scale:x",
                                        "--data", str(probe_data), "--json"])
     error = json.loads(result.output)["error"]
-    assert result.exit_code == 1 and error["kind"] == "config" and "scale:x" in error["message"]
+    assert result.exit_code == 2 and error["kind"] == "usage" and "scale:x" in error["message"]
