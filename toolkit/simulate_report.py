@@ -120,7 +120,10 @@ def _pct(value) -> str:
 
 def _points(delta) -> str:
     """An accuracy difference in percentage points, signed: "+1.60 points", "-3.20 points" (never a "drop" of -x%)."""
-    return "n/a" if delta is None else f"{100 * float(delta):+.2f} points"
+    if delta is None:
+        return "n/a"
+    points = round(100 * float(delta), 2)
+    return "0.00 points" if points == 0 else f"{points:+.2f} points"  # never "-0.00"
 
 
 def _chance(result: SimulateResult) -> float | None:
