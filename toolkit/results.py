@@ -40,7 +40,8 @@ class Result:
         return out
 
 
-NEAR_CHANCE_FACTOR = 1.5
+NEAR_CHANCE_FACTOR = 1.5  # at most 1.5x the chance level ...
+NEAR_CHANCE_SHARE = 0.25  # ... or a quarter of the way from chance to 100%, whichever is lower
 
 
 def chance_level(labels: Any, n_classes: int) -> float:
@@ -56,9 +57,25 @@ def chance_level(labels: Any, n_classes: int) -> float:
     return float(max(uniform, counts.max() / labels.size))
 
 
+def near_chance_bound(chance: float) -> float:
+    """The accuracy below which a score counts as near chance: NEAR_CHANCE_FACTOR x chance, or NEAR_CHANCE_SHARE of
+    the way from chance to 100%, whichever is lower. The second keeps imbalanced or 2-class sets honest: with 62%
+    healthy leaves, 1.5x chance would be 93% and flag a good model."""
+    return min(NEAR_CHANCE_FACTOR * chance, chance + NEAR_CHANCE_SHARE * (1.0 - chance))
+
+
 def near_chance(accuracy: float, chance: float) -> bool:
-    """True when `accuracy` is within NEAR_CHANCE_FACTOR x the chance level: a verdict that must not read as OK."""
-    return accuracy < NEAR_CHANCE_FACTOR * chance
+    """True when `accuracy` is below near_chance_bound(chance): a verdict that must not read as OK."""
+    return accuracy < near_chance_bound(chance)
+
+
+def chance_warning(what: str, accuracy: float, chance: float) -> str | None:
+    """The one wording for a near-chance accuracy (None when it is not): such a score must not read as a success."""
+    if not near_chance(accuracy, chance):
+        return None
+    return (f"{what} {100 * accuracy:.2f}% is near the chance level {100 * chance:.2f}% (below "
+            f"{100 * near_chance_bound(chance):.2f}%; chance = always answering the most frequent class): the model has "
+            "not learned these classes, or the labels are not the classes it predicts")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 from toolkit.fsutil import atomic_open, write_json
-from toolkit.results import chance_level
+from toolkit.results import chance_level, chance_warning
 from toolkit.runtime.simulate import SimulateResult
 from toolkit.simulate_pictures import heat_range, plot_shift
 
@@ -165,8 +165,7 @@ def _scores_table(result: SimulateResult) -> Table | None:
                  ["shifted mean vs clean", _points(shift["mean_accuracy"] - shift["clean_accuracy"])]]
     notes = []
     if result.near_chance:
-        notes.append(f"accuracy {_pct(scores['accuracy'])} is within 1.5x of the chance level {_pct(chance)}: the model "
-                     "has not learned this task (or the held-out classes do not match the submission's)")
+        notes.append(chance_warning("accuracy", scores["accuracy"], chance))
     return Table("scores", "Scores", ["metric", "value"], rows, notes=notes)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from toolkit.train.metrics import classification_metrics
 
-__all__ = ["BadOutput", "OutputCheck", "chance_warning", "check_output", "check_outputs", "consistency_warnings", "score"]
+__all__ = ["BadOutput", "OutputCheck", "check_output", "check_outputs", "consistency_warnings", "score"]
 
 
 class BadOutput(Exception):
@@ -121,15 +121,3 @@ def _float_message(arr: np.ndarray, n: int, what: str) -> str:
 def score(y_true, y_pred, class_names: Sequence[str]) -> dict:
     """Accuracy, balanced accuracy, macro F1, per-class precision/recall/F1 and the confusion matrix."""
     return classification_metrics(np.asarray(y_true), np.asarray(y_pred), class_names)
-
-
-def chance_warning(what: str, accuracy: float, chance: float) -> str | None:
-    """The warning for an accuracy within NEAR_CHANCE_FACTOR x the chance level (None above it): such a score must
-    not read as a success."""
-    from toolkit.results import NEAR_CHANCE_FACTOR, near_chance
-
-    if not near_chance(accuracy, chance):
-        return None
-    return (f"{what} {100 * accuracy:.2f}% is within {NEAR_CHANCE_FACTOR:g}x of the chance level {100 * chance:.2f}% "
-            "(always answering the most frequent class): the model has not learned these classes, or the labels "
-            "are not the classes it predicts")

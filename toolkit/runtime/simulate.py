@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit.errors import ConfigError, UsageError
-from toolkit.results import Failure, Result, chance_level
+from toolkit.results import Failure, Result, chance_level, chance_warning
 from toolkit.runtime import scoring, shift as shift_suite, tta_compare
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
 from toolkit.runtime.heldout import check_image_size, match_classes
@@ -66,7 +66,7 @@ class SimulateResult(Result):
     sandbox: dict = field(default_factory=dict)
     report: dict | None = None  # the files `--report DIR` wrote
     chance_level: float | None = None  # the majority-class rate of the held-out labels (at least 1/K)
-    near_chance: bool = False  # accuracy within 1.5x of chance_level: a warning, never an OK
+    near_chance: bool = False  # accuracy below toolkit.results.near_chance_bound: a warning, never an OK
     class_map: dict | None = None  # held-out class -> submission class, as --class-map gave it
     predictions: list[int] | None = None  # the scored clean predictions, per held-out image (the report's error sheet)
     tta_comparison: dict | None = None  # --compare-tta: {modes: {mode: {clean, shifted, views}}, submission, best, reason}
@@ -376,14 +376,14 @@ def _score(result: SimulateResult, checked: dict, data, plan: Plan, manifest: di
     warnings.extend(scoring.consistency_warnings(checked, plan, reference))
     if plan.shift_names:
         result.shift = _shift_result(checked, plan, data.labels, reference, manifest)
-        shifted = scoring.chance_warning("the shifted mean accuracy", result.shift["mean_accuracy"], result.chance_level)
+        shifted = chance_warning("the shifted mean accuracy", result.shift["mean_accuracy"], result.chance_level)
         warnings.extend([shifted] if shifted and not result.near_chance else [])
 
 
 def _chance(result: SimulateResult, labels: np.ndarray) -> None:
     """The chance level of the held-out labels; a clean accuracy near it is a warning (`near_chance`)."""
     result.chance_level = chance_level(labels, len(result.class_names))
-    warning = scoring.chance_warning("accuracy", result.scores["accuracy"], result.chance_level)
+    warning = chance_warning("accuracy", result.scores["accuracy"], result.chance_level)
     result.near_chance = warning is not None
     if warning:
         result.warnings.append(warning)

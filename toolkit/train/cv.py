@@ -100,12 +100,12 @@ class CvReport(Result):
     warnings: list[str] = field(default_factory=list)
     report_dir: str | None = None
     chance_level: float | None = None  # majority-class rate of the pooled labels (at least 1/K)
-    near_chance: bool = False  # pooled accuracy within 1.5x of chance_level: a warning
+    near_chance: bool = False  # pooled accuracy below toolkit.results.near_chance_bound: a warning
 
 
 def cv_report(run_dirs: list[str | Path], report_dir: str | Path | None = None) -> CvReport:
     """Pool the runs' oof.npz into one report; refuse mixed class lists, a fold given twice or overlapping rows."""
-    from toolkit.runtime.scoring import chance_warning
+    from toolkit.results import chance_warning
     from toolkit.train.metrics import accuracy, classification_metrics
 
     runs = [load_oof(run) for run in run_dirs]

@@ -115,13 +115,11 @@ def write_probe_inputs(path: Path, val, probe_size: int) -> None:
 
 def chance_fields(labels: np.ndarray, num_classes: int, accuracy: float) -> tuple[dict, list[str]]:
     """The metrics' chance_level and near_chance, and the warning a near-chance validation accuracy gets."""
-    from toolkit.results import chance_level, near_chance
+    from toolkit.results import chance_level, chance_warning
 
     chance = chance_level(labels, num_classes)
-    near = near_chance(accuracy, chance)
-    warning = [f"validation accuracy {accuracy:.4f} is near chance ({chance:.4f}, the most frequent class's share): "
-               "the model has not learned; see the warnings above, the learning rates and the data"] if near else []
-    return {"chance_level": round(chance, 6), "near_chance": near}, warning
+    warning = chance_warning("validation accuracy", accuracy, chance)
+    return {"chance_level": round(chance, 6), "near_chance": warning is not None}, [warning] if warning else []
 
 
 def write_results(run_dir: Path, val, probs: np.ndarray, history: dict, probe_size: int, extra: dict) -> dict:
