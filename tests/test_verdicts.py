@@ -206,3 +206,11 @@ def test_near_chance_is_1_5x_for_many_classes_and_stays_honest_on_two_imbalanced
     assert chance == 0.62 and near_chance(0.70, chance) and not near_chance(0.90, chance)
     assert chance_warning("accuracy", 0.90, chance) is None
     assert "below 71.50%" in chance_warning("accuracy", 0.70, chance)
+
+
+def test_simulate_says_when_the_loader_rescaled_0_1_floats(tmp_path, heldout, centroids):  # noqa: F811
+    """A held-out set stored as x/255 floats is scored as pixels, and the JSON says so (it was silent)."""
+    path = tmp_path / "floats.npz"
+    np.savez(path, images=heldout[1].astype(np.float32) / 255.0, labels=heldout[2].reshape(-1, 1))
+    code, out = _cli("simulate", make_zip("good", tmp_path, centroids), "--data", path, "--profile", "local")
+    assert code == 0 and any("[0, 1]" in w and "floats.npz" in w for w in out["warnings"]), out["warnings"]

@@ -83,16 +83,26 @@ def _pictures(result: SimulateResult, out_dir: Path, allow_pickle: bool, paths: 
     heldout, why = pictures.safe_heldout(result, allow_pickle)
     if heldout is None:
         return {"per_class": why}
-    notes = {}
+    notes: dict[str, str] = {}
+    # A picture that cannot be drawn (no TensorFlow here, a .keras this Keras cannot load) is a note in the report,
+    # never a lost report: the run it describes already happened.
     if result.shift:
-        pictures.corruption_strip(heldout.images, list(result.shift["table"]), out_dir / STRIP_PNG, seed=int(result.shift.get("seed") or 0))
-        paths["corruption_strip"] = str(out_dir / STRIP_PNG)
+        try:
+            pictures.corruption_strip(heldout.images, list(result.shift["table"]), out_dir / STRIP_PNG,
+                                      seed=int(result.shift.get("seed") or 0))
+            paths["corruption_strip"] = str(out_dir / STRIP_PNG)
+        except Exception as exc:  # noqa: BLE001 - see above
+            notes["shift"] = f"corruption strip skipped: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     if result.scores:
-        sheet = pictures.gradcam_sheet(result, heldout, out_dir / GRADCAM_PNG)
-        if sheet.path:
-            paths["gradcam"] = sheet.path
+        try:
+            sheet = pictures.gradcam_sheet(result, heldout, out_dir / GRADCAM_PNG)
+        except Exception as exc:  # noqa: BLE001 - see above
+            notes["per_class"] = f"Grad-CAM sheet skipped: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         else:
-            notes["per_class"] = sheet.note
+            if sheet.path:
+                paths["gradcam"] = sheet.path
+            else:
+                notes["per_class"] = sheet.note
     return notes
 
 

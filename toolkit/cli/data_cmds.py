@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.cli import main
-from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_command
+from toolkit.cli._common import Choice, Output, Result, allow_pickle_option, cbtool_command
 
 
 def warning_lines(warnings: list[str]) -> list[str]:
@@ -61,7 +61,7 @@ def inspect_command(out: Output, data, allow_pickle) -> Result:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Cleaned npz (same schema as DATA). Required unless --dry-run.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Directory for report.json and PNG contact sheets.")
 @click.option("--dry-run", is_flag=True, help="Decide and report, but write no cleaned npz.")
-@click.option("--conflicts", type=click.Choice(["drop", "keep-majority"]), default="drop", show_default=True, help="A duplicate group with different labels: drop all of it, or keep one copy with the majority label.")
+@click.option("--conflicts", type=Choice(["drop", "keep-majority"]), default="drop", show_default=True, help="A duplicate group with different labels: drop all of it, or keep one copy with the majority label.")
 @click.option("--threshold", type=click.IntRange(min=0, max=64), help="Hamming threshold for both pHash and dHash candidates (default 8).")
 @click.option("--pixel-threshold", type=click.FloatRange(min=0), help="Max mean abs grey difference (0-255, 32x32, mean-centred) to confirm a near duplicate (default 1.5).")
 @click.option("--contrast-threshold", type=click.FloatRange(min=0, max=1), help="... or within this share of the pair's lower contrast, for JPEG copies of high-contrast images (default 0.04; 0 = off).")

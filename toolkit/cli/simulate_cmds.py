@@ -15,7 +15,7 @@ from toolkit.cli._common import Output, Result, allow_pickle_option, cbtool_comm
     "--shift adds the seeded corruption suite (the hidden-test estimate). Exit 3 when the submission fails."
 ))  # fmt: skip
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Held-out npz (images + labels).")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Held-out npz (images + labels).")
 @profile_option(None)
 @profiles_file_option
 @click.option("--shift", is_flag=True, help="Also score the corruption suite: 11 corruptions x severities 1-5.")

@@ -14,7 +14,7 @@ from toolkit.train.config import CHOICES, TrainConfig
 
 @cbtool_command(main, "train")
 @click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--fold", "fold_dir", type=click.Path(file_okay=False), help="A fold of `cbtool split --folds`: DIR/fold_i "
+@click.option("--fold", "fold_dir", type=click.Path(exists=True, file_okay=False), help="A fold of `cbtool split --folds`: DIR/fold_i "
               "stands for DATA=DIR/fold_i/train.npz --val DIR/fold_i/val.npz, and the run dir records the fold.")
 @click.option("--val", "val_path", type=click.Path(exists=True, dir_okay=False), help="Validation npz (default: a stratified hold-out of DATA).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML or YAML file of settings (flags override it).")
@@ -67,7 +67,7 @@ def train_command(out: Output, data, val_path, config_path, run_dir, resume, all
              f"accuracy {m.get('balanced_accuracy', 0):.4f}, macro F1 {m.get('macro_f1', 0):.4f} (best epoch "
              f"{result.best_epoch} of {m.get('epochs_done', result.epochs_done)}, {result.seconds:.0f} s)",
              *result.describe_stops(), f"augmentation: {describe(record)}"]
-    lines += [f"warning: {w}" for w in result.warnings] + [f"run dir: {run_dir}"]
+    lines += [f"run dir: {run_dir}"]  # warnings were printed on stderr as they were found (and are in --json)
     return Result(data=summary, human="\n".join(lines))
 
 

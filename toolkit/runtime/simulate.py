@@ -150,7 +150,7 @@ def simulate(
         result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
         static = [f"check: [{i.code}] {i.message}" for i in findings or []]
         result.class_map = match.class_map
-        result.warnings += match.warnings + static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
+        result.warnings += data.warnings + match.warnings + static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
         result = _judge(result, run, plan, data, profile, sub)
         if why_not and result.ok:
             result.tta_comparison = tta_compare.not_compared(why_not)
