@@ -10,7 +10,7 @@ from toolkit.cli import main
 from toolkit.artifacts import FORMATS
 from toolkit.cli._common import (Choice, Output, Result, allow_pickle_option, cbtool_command, profile_option,
                                  profiles_file_option)
-from toolkit.submission.tta_auto import AUTO
+from toolkit.submission.tta_auto import AUTO, DEFAULT_IMAGES, DEFAULT_SHIFT
 from toolkit.tta import TTA_VIEWS
 
 
@@ -31,10 +31,10 @@ from toolkit.tta import TTA_VIEWS
               "whose measured accuracy on --tta-data (clean and corrupted) is best; the manifest keeps the evidence.")
 @click.option("--tta-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --tta auto: validation npz (held out from training) the modes are scored on.")
-@click.option("--tta-images", type=click.IntRange(min=1), default=500, show_default=True,
+@click.option("--tta-images", type=click.IntRange(min=1), default=DEFAULT_IMAGES, show_default=True,
               help="With --tta auto: score a seeded sample of this many --tta-data images.")
 @click.option("--tta-shift", default=None, metavar="FAMILIES", help="With --tta auto: corruption families (severity 3) "
-              "scored besides the clean images, comma-separated, or none [default: defocus_blur,jpeg,contrast_down].")
+              f"scored besides the clean images, comma-separated, or none [default: {','.join(DEFAULT_SHIFT)}].")
 @allow_pickle_option
 @click.option("--fp16", is_flag=True, help="Store portable weights as float16 (about half the size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass in predict (bounds memory).")

@@ -26,7 +26,6 @@ AUTO = "auto"
 DEFAULT_SHIFT = ("defocus_blur", "jpeg", "contrast_down")
 SHIFT_SEVERITY = 3
 DEFAULT_IMAGES = 500  # enough to resolve a few tenths of a point, at 8 forward passes per image for d4
-MAX_WEIGHTS_MB = 2048
 
 Forward = Callable[[np.ndarray], np.ndarray]  # float32 (n, S, S, 3) preprocessed view -> softmax (n, K)
 
@@ -137,6 +136,7 @@ def load_forward(zip_path: str | Path, fmt: str) -> Forward:
 
 def _onnx_forward(zip_path: str | Path) -> Forward:
     from toolkit.artifacts import weights_file
+    from toolkit.gradcam import MAX_WEIGHTS_MB  # numpy-only module: the one cap on a weights entry read into memory
     from toolkit.submission_zip import SubmissionZip
 
     try:
