@@ -241,7 +241,8 @@ def test_stripping_rewires_consumers_through_chains_and_drops_all_augmentation_b
 
     inp = keras.Input((16, 16, 3))
     aug = keras.Sequential([keras.layers.RandomRotation(0.1), keras.layers.RandomZoom(0.1)], name="augment")
-    h = keras.layers.RandomContrast(0.2)(keras.layers.RandomFlip()(aug(inp)))
+    # named: Keras numbers unnamed layers per process, so another test's RandomContrast would make this one '_1'
+    h = keras.layers.RandomContrast(0.2, name="random_contrast")(keras.layers.RandomFlip(name="random_flip")(aug(inp)))
     model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h))))
     stripped, removed = keras_config.strip_augmentation(json.loads(model.to_json()))
     assert [c.path for c in removed] == ["augment", "random_flip", "random_contrast"]
