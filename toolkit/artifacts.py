@@ -3,7 +3,7 @@
 - `RunDir`: what `cbtool train` writes (config, spec, classes, preprocessing, best weights, metrics, probe, state/).
 - `ExportDir`: what `cbtool export` writes (the same spec files plus the weights of each export format).
 - `FORMATS`: the export/submission formats and the one weights file each puts in a submission zip.
-- `SUBMISSION_FILES`: the fixed names inside a cbtool-built zip.
+- `SUBMISSION_FILES`: the fixed names inside a cbtool-built zip (an ensemble's members: `member_weights_file`).
 - `FoldsDir`, `FoldDir`: what `cbtool split --folds K` writes (folds.json, fold_1 ... fold_K with train/val npz).
 
 TensorFlow-free; reading JSON here keeps the "missing or unreadable" messages in one shape.
@@ -29,6 +29,16 @@ def weights_file(fmt: str) -> str:
     if fmt not in FORMATS:
         raise CbtoolError(f"format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     return FORMATS[fmt]
+
+
+def member_name(index: int) -> str:
+    """The name of ensemble member `index` (1-based) in a zip: its manifest entry and its weights file's prefix."""
+    return f"member{int(index)}"
+
+
+def member_weights_file(fmt: str, index: int) -> str:
+    """The weights file of ensemble member `index` (1-based) in a zip: member2_weights.npz, member1_model.keras, ..."""
+    return f"{member_name(index)}_{weights_file(fmt)}"
 
 
 class SUBMISSION_FILES:  # noqa: N801 - a namespace of constants

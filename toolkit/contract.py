@@ -31,7 +31,8 @@ METHODS = {"fit": ("X", "y"), "predict": ("X",)}
 # a contract class of the same name would shadow one of them.
 MODEL_PY_NAMES = frozenset({"os", "np", "tf", "keras", "ort", "json", "preprocess", "tta_views", "build_model",
                             "load_weights_npz", "save_weights_npz", "weight_arrays", "gelu_erf", "CLASS_NAMES", "MODEL_SPEC",
-                            "INPUT_SIZE", "RESIZE", "WEIGHTS_FILE", "FORMAT", "TTA", "BATCH_SIZE", "TTA_VIEWS"})
+                            "INPUT_SIZE", "RESIZE", "WEIGHTS_FILE", "FORMAT", "TTA", "BATCH_SIZE", "TTA_VIEWS",
+                            "MEMBERS", "MEMBER"})
 
 
 @dataclass(frozen=True)

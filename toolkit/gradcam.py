@@ -29,6 +29,7 @@ class Network:
     model: object
     input_size: int
     resize: str
+    about: str = ""  # an ensemble: which member's network this is
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         """The float32 tensor model.py feeds the network for `images` (the one preprocessing definition)."""
@@ -48,20 +49,27 @@ class Sheet:
     predictions_from: str = ""
     note: str = ""
     indices: list[int] = field(default_factory=list)
+    network: str = ""  # an ensemble: which member's network the maps are of
 
 
 def load_network(zip_path: str | Path) -> Network:
-    """The network of a cbtool-built portable/keras zip; anything else is a SubmissionError saying why not."""
+    """The network of a cbtool-built portable/keras zip (an ensemble's first member); anything else is a
+    SubmissionError saying why not."""
+    from toolkit.artifacts import weights_file
     from toolkit.submission_zip import SubmissionZip
 
     with SubmissionZip(zip_path) as sub, tempfile.TemporaryDirectory(prefix="cbtool-gradcam-") as tmp:
         manifest = sub.manifest
         fmt, spec = manifest.get("format"), manifest.get("model") or {}
+        member = _first_member(sub.model_py or "") if isinstance(manifest.get("members"), list) else None
+        if member is not None and fmt in ("portable", "keras"):
+            weights = Path(tmp) / weights_file(fmt)
+            weights.write_bytes(sub.read(member["weights_file"], max_bytes=MAX_WEIGHTS_MB * 2**20))
+            return Network(_rebuild(member["spec"], fmt, weights), int(member["input_size"]), str(member["resize"]),
+                           about=f"{member['name']} ({member['spec'].get('variant')}), the ensemble's first network")
         if not manifest.get("cbtool_submission") or fmt not in ("portable", "keras") or not spec.get("variant"):
             found = "no cbtool manifest" if not manifest.get("cbtool_submission") else f"format {fmt!r}"
             raise SubmissionError(f"{zip_path}: {NEEDS_CBTOOL_ZIP}; found {found}")
-        from toolkit.artifacts import weights_file
-
         weights = Path(tmp) / weights_file(fmt)
         weights.write_bytes(sub.read(weights.name, max_bytes=MAX_WEIGHTS_MB * 2**20))
         model = _rebuild(model_spec(sub.model_py or "") or spec, fmt, weights)
@@ -72,6 +80,19 @@ def load_network(zip_path: str | Path) -> Network:
 def model_spec(model_py: str) -> dict | None:
     """The literal `MODEL_SPEC = {...}` of a cbtool model.py (the spec the submission itself builds), read without
     running the file; None when there is no such literal."""
+    value = _literal(model_py, "MODEL_SPEC")
+    return value if isinstance(value, dict) else None
+
+
+def _first_member(model_py: str) -> dict | None:
+    """The first entry of an ensemble model.py's literal `MEMBERS = [...]` (what the submission builds), or None."""
+    value = _literal(model_py, "MEMBERS")
+    ok = isinstance(value, list) and value and isinstance(value[0], dict)
+    return value[0] if ok and {"spec", "weights_file", "input_size", "resize", "name"} <= set(value[0]) else None
+
+
+def _literal(model_py: str, name: str):
+    """The literal value of the module-level assignment `name = ...`, read without running the file; None if none."""
     import ast
 
     try:
@@ -79,12 +100,11 @@ def model_spec(model_py: str) -> dict | None:
     except SyntaxError:
         return None
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODEL_SPEC" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             try:
-                value = ast.literal_eval(node.value)
+                return ast.literal_eval(node.value)
             except ValueError:
                 return None
-            return value if isinstance(value, dict) else None
     return None
 
 
@@ -154,6 +174,7 @@ def misclassified_sheet(zip_path: str | Path, images: np.ndarray, labels: np.nda
     except SubmissionError as exc:
         sheet.note = str(exc) if NEEDS_CBTOOL_ZIP in str(exc) else f"Grad-CAM skipped: {exc}"
         return sheet
+    sheet.network = net.about
     labels = np.asarray(labels).reshape(-1)
     if predictions is not None and len(predictions) == len(labels):
         checked, preds = np.arange(len(labels)), np.asarray(predictions).reshape(-1)
@@ -196,5 +217,6 @@ def _draw(originals, overlays, indices, labels, predicted, confidence, class_nam
         tiles.append((2 * k, [f"#{int(i)} true:", name(int(labels[i]))]))
         tiles.append((2 * k + 1, [f"predicted ({p:.2f}):", name(int(pred))]))
     title = (f"{sheet.misclassified} of {sheet.checked} held-out images misclassified ({sheet.predictions_from}); showing "
-             f"{len(indices)}: each image, then Grad-CAM of the class predicted (red = what drove that score)")
+             f"{len(indices)}: each image, then Grad-CAM of the class predicted (red = what drove that score)"
+             + (f"; Grad-CAM of {sheet.network}" if sheet.network else ""))
     return contact_sheet(stack, tiles, Path(path), title, columns=8, scale=zoom(stack))

@@ -152,9 +152,10 @@ def verdict(result: SimulateResult) -> tuple[str, str]:
 
 
 def tables(result: SimulateResult) -> list[Table]:
-    """The result's tables, in display order: scores, time and memory, per class, corruption suite, TTA, versions."""
-    out = [t for t in (_scores_table(result), _timing_table(result), _per_class_table(result), _shift_table(result),
-                       _tta_table(result)) if t]
+    """The result's tables, in display order: scores, ensemble members, time and memory, per class, corruption suite,
+    TTA, versions."""
+    out = [t for t in (_scores_table(result), _members_table(result), _timing_table(result), _per_class_table(result),
+                       _shift_table(result), _tta_table(result)) if t]
     if result.versions:
         out.append(Table("versions", "Versions", ["component", "version"], [list(r) for r in sorted(result.versions.items())], html_only=True))
     return out
@@ -189,6 +190,7 @@ _TIMING_LABELS = {
     "shift_predict_s": "predict the corrupted sets",
     "shift_corrupt_s": "make the corrupted sets",
     "tta_compare_predict_s": "predict under the other TTA modes (--compare-tta)",
+    "members_predict_s": "predict by each ensemble member alone",
     "wall_s": "wall time, whole run",
 }
 
@@ -247,6 +249,33 @@ def _shift_table(result: SimulateResult) -> Table | None:
 
 
 _SEEN = {True: "yes", False: "no", None: "unknown"}
+
+
+def _members_table(result: SimulateResult) -> Table | None:
+    """An ensemble zip: each member alone beside the ensemble, on the same clean (and corrupted) images."""
+    table = result.members
+    if not table:
+        return None
+    shifted = table["ensemble"].get("shifted") is not None
+    header = ["member", "variant", "input", "TTA", "weight", "clean", *(["shifted mean"] if shifted else [])]
+    rows = []
+    for r in table["members"]:
+        rows.append([r["name"], str(r["variant"]), f"{r['input_size']} px", str(r["tta"]), f"{float(r['weight'] or 0):.3f}",
+                     _pct(r["clean"]), *([_pct(r["shifted"])] if shifted else [])])
+    mean = table.get("members_mean")
+    if mean:
+        rows.append(["members' mean", "", "", "", "", _pct(mean["clean"]), *([_pct(mean["shifted"])] if shifted else [])])
+    ens = table["ensemble"]
+    rows.append(["ensemble", "", "", "", "1.000", _pct(ens["clean"]), *([_pct(ens["shifted"])] if shifted else [])])
+    intro = ""
+    if mean:
+        intro = (f"The ensemble scores {_points(ens['clean'] - mean['clean'])} against its members' mean on the clean "
+                 f"images (best member: {table.get('best_member')})"
+                 + (f", {_points(ens['shifted'] - mean['shifted'])} on the corrupted sets." if shifted and mean["shifted"] is not None else "."))
+    notes = [f"{r['name']} not measured: {r['skipped']}" for r in table["members"] if r.get("skipped")]
+    html_notes = ["each member predicts the same images alone (model.py's MEMBER global) in the same sandbox run, timed "
+                  "apart from the grader's pass"]
+    return Table("members", "Ensemble members", header, rows, intro=intro, notes=notes, html_notes=html_notes)
 
 
 def _tta_table(result: SimulateResult) -> Table | None:

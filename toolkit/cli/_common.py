@@ -143,6 +143,21 @@ class Choice(click.Choice):
             self.fail(f"{exc.message}{did_you_mean(value, self.choices)}", param, ctx)
 
 
+class ChoiceList(Choice):
+    """A comma list of `Choice` values ("d4" or "d4,flip,none") -> a tuple; each value refused as `Choice` refuses."""
+
+    name = "choice list"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        parts = [v.strip() for v in str(value).split(",")]
+        return tuple(super(ChoiceList, self).convert(v, param, ctx) for v in parts)
+
+    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+        return "[" + "|".join(self.choices) + "][,...]"
+
+
 def allow_pickle_option(fn: Callable) -> Callable:
     """--allow-pickle (parameter `allow_pickle`): object arrays in an npz load only when the user says so."""
     return click.option("--allow-pickle", is_flag=True, help="Allow object arrays in the npz: unpickling runs code from "

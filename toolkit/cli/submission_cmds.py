@@ -8,27 +8,32 @@ import click
 
 from toolkit.cli import main
 from toolkit.artifacts import FORMATS
-from toolkit.cli._common import (Choice, Output, Result, allow_pickle_option, cbtool_command, profile_option,
-                                 profiles_file_option)
+from toolkit.cli._common import (Choice, ChoiceList, Output, Result, allow_pickle_option, cbtool_command,
+                                 profile_option, profiles_file_option)
 from toolkit.submission.tta_auto import AUTO, DEFAULT_IMAGES, DEFAULT_SHIFT
 from toolkit.tta import TTA_VIEWS
 
 
 @cbtool_command(main, "build-submission", help=(
     "Render a self-contained model.py from SOURCE (an export dir, or a run dir that is exported first) and zip it "
-    "with the weights: entries at the root, deterministic bytes, manifest.json. Or, with --from-keras MODEL and "
+    "with the weights: entries at the root, deterministic bytes, manifest.json. Several SOURCEs make an ensemble: one "
+    "model.py averaging the members' softmax (each with its own preprocessing, input size and TTA; families may be "
+    "mixed), weighted by --weights. Or, with --from-keras MODEL and "
     "--preprocess SPEC, from a model trained in a notebook (.keras from Keras 3, .h5 from Keras 2): re-expressed for "
     "the profile's Keras inside its runtime and proved to match the original within 1e-5. Ends with `cbtool check`."
 ))  # fmt: skip
-@click.argument("source", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The zip to write.")
 @profile_option("an2dl-2024")
 @profiles_file_option
 @click.option("--format", "fmt", type=Choice(list(FORMATS)), default="portable", show_default=True,
               help="portable: rebuild + weights.npz (any Keras); keras: model.keras; onnx: model.onnx + onnxruntime.")
-@click.option("--tta", type=Choice([*TTA_VIEWS, AUTO]), default="none", show_default=True,
+@click.option("--tta", type=ChoiceList([*TTA_VIEWS, AUTO]), default="none", show_default=True,
               help="Test-time augmentation: deterministic numpy flips/rotations, softmax averaged. auto: the mode "
-              "whose measured accuracy on --tta-data (clean and corrupted) is best; the manifest keeps the evidence.")
+              "whose measured accuracy on --tta-data (clean and corrupted) is best; the manifest keeps the evidence. "
+              "An ensemble takes one mode for every member or one per member (d4,flip,none).")
+@click.option("--weights", "member_weights", default=None, metavar="W1,W2,...",
+              help="An ensemble's member weights, in SOURCE order (normalised to sum 1) [default: equal].")
 @click.option("--tta-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --tta auto: validation npz (held out from training) the modes are scored on.")
 @click.option("--tta-images", type=click.IntRange(min=1), default=DEFAULT_IMAGES, show_default=True,
@@ -47,33 +52,58 @@ from toolkit.tta import TTA_VIEWS
 @click.option("--strip-augmentation", is_flag=True, help="With --from-keras: remove Random*/augmentation layers (proved pass-through).")
 @click.option("--data", "probe_data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --from-keras: an npz whose first images are the parity probes (default: seeded random images).")
-def build_command(out: Output, source, output, profile_name, profiles_file, fmt, tta, tta_data, tta_images, tta_shift,
-                  allow_pickle, fp16, batch_size, partial, from_keras, preprocess, strip_augmentation, probe_data) -> Result:
+def build_command(out: Output, sources, output, profile_name, profiles_file, fmt, tta, member_weights, tta_data, tta_images,
+                  tta_shift, allow_pickle, fp16, batch_size, partial, from_keras, preprocess, strip_augmentation,
+                  probe_data) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.runtime.profiles import get_profile
-    from toolkit.submission.build import BuildOptions, build_submission
+    from toolkit.submission.build import BuildOptions, build_ensemble, build_submission
     from toolkit.submission.check import render
     from toolkit.submission.from_keras import FromKerasOptions, build_from_keras
     from toolkit.submission.keras_target import describe_conversion
     from toolkit.submission.tta_auto import describe as describe_tta_choice
 
-    if (source is None) == (from_keras is None) or (from_keras is not None) != (preprocess is not None):
-        raise click.UsageError("pass SOURCE (an export or run dir), or --from-keras MODEL with --preprocess SPEC")
+    if bool(sources) == (from_keras is not None) or (from_keras is not None) != (preprocess is not None):
+        raise click.UsageError("pass SOURCE (an export or run dir; several for an ensemble), or --from-keras MODEL with "
+                               "--preprocess SPEC")
+    ensemble = len(sources) > 1
+    if (len(tta) > 1 or member_weights is not None) and not ensemble:
+        raise click.UsageError("--weights and one --tta mode per member are for an ensemble (several SOURCE dirs)")
+    member_tta, tta = (tta if len(tta) > 1 else None), tta[0]
     if partial and from_keras is not None:
         raise click.UsageError("--partial takes the best weights of an unfinished run dir (SOURCE); drop it with --from-keras")
-    auto = _auto_options(tta, tta_data, tta_images, tta_shift, allow_pickle, from_keras)
+    # an ensemble refuses --tta auto itself (build_ensemble); its --tta-* options without auto are still refused here
+    skip = ensemble and tta_data is None and tta_shift is None
+    auto = None if skip else _auto_options(tta, tta_data, tta_images, tta_shift, allow_pickle, from_keras)
     profile = get_profile(profile_name, profiles_file)
     if from_keras is not None:
         options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size)
         result = build_from_keras(from_keras, output, profile, options, log=out.info)
+    elif ensemble:
+        options = BuildOptions(fmt, tta, fp16, batch_size, partial, auto, member_tta=member_tta,
+                               weights=_parse_weights(member_weights))
+        result = build_ensemble(sources, output, profile, options, log=out.info)
     else:
-        result = build_submission(source, output, profile, BuildOptions(fmt, tta, fp16, batch_size, partial, auto), log=out.info)
+        result = build_submission(sources[0], output, profile, BuildOptions(fmt, tta, fp16, batch_size, partial, auto),
+                                  log=out.info)
     files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
     human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n"
     human += (describe_conversion(result.conversion) + "\n" if result.conversion else "")
     human += (describe_tta_choice(result.tta_choice) + "\n" if result.tta_choice else "") + render(result.check)
     return Result(data=_with_error(result.to_dict(), result.check), human=human,
                   exit_code=EXIT_OK if result.check.ok else EXIT_ERROR)
+
+
+def _parse_weights(text: str | None) -> tuple[float, ...] | None:
+    """--weights "2,1,1" -> (2.0, 1.0, 1.0); anything else is a usage error (exit 2)."""
+    from toolkit.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise UsageError(f"--weights: expected comma-separated numbers (one per member), found {text!r}") from None
 
 
 def _auto_options(tta: str, data: Path | None, images: int, shift: str | None, allow_pickle: bool, from_keras):
@@ -125,8 +155,9 @@ def _with_error(data: dict, report) -> dict:
     "Diagnoses the usual bugs. Exit 3 on a mismatch."
 ))  # fmt: skip
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--run", "run_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The training run (or export) dir: preprocessing.json and probe.npz.")
+@click.option("--run", "run_dir", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The training run (or export) dir: preprocessing.json and probe.npz. An ensemble zip: once per "
+              "member, in the manifest's order.")
 @click.option("--preprocess", "spec_text", default=None, metavar="SPEC",
               help="Declared preprocessing: steps joined by '+' (raw, scale:1/255, scale:1/127.5,offset:-1, "
                    "resize:224:bilinear|nearest, bgr) or a numpy-only .py file defining preprocess(images).")
@@ -142,12 +173,12 @@ def validate_command(out: Output, submission, run_dir, spec_text, data, profile_
     from toolkit.submission.build import submission_profile
     from toolkit.submission.validate import render, validate_preprocessing
 
-    if (run_dir is None) == (spec_text is None):
-        raise click.UsageError("expected exactly one of --run RUN_DIR or --preprocess SPEC")
+    if (not run_dir) == (spec_text is None):
+        raise click.UsageError("expected exactly one of --run RUN_DIR (once per member for an ensemble) or --preprocess SPEC")
     if spec_text is not None and data is None:
         raise click.UsageError("--preprocess needs --data (an npz of probe images): there is no run probe")
     spec = _parse_spec(spec_text) if spec_text is not None else None
-    report = validate_preprocessing(submission, run_dir, submission_profile(submission, profile_name, profiles_file),
+    report = validate_preprocessing(submission, list(run_dir) or None, submission_profile(submission, profile_name, profiles_file),
                                     spec=spec, data=data, n_images=n_images, allow_pickle=allow_pickle, log=out.info)
     return Result(data=report.to_dict(), human=render(report), exit_code=EXIT_OK if report.ok else EXIT_SUBMISSION_FAILED)
 

@@ -65,6 +65,8 @@ def main(request_path):
         STATUS["timing"]["predict_s"][item["name"]] = time.perf_counter() - started
         if capture is not None:
             STATUS["captured"][item["name"]] = capture.files.get(key, [])
+            if len(capture.wrapped) > 1:  # an ensemble: every network's calls, in the order they were wrapped
+                STATUS.setdefault("captured_nets", {})[item["name"]] = capture.nets.get(key, [])
         if out is None and item["name"] in STATUS["skipped"]:
             _write_status("predict")
             continue
@@ -267,52 +269,64 @@ def _block(names):
 
 
 class _Capture:
-    """Records every tensor that reaches the network's input layer (the one the manifest names, else the first layer)."""
+    """Records every tensor that reaches a network's input layer (the one the manifest names, else the first layer).
+
+    Every network the instance holds is wrapped (an ensemble holds several, in its members' order): `files` keeps the
+    first network's calls per input, `nets` every network's."""
 
     def __init__(self, output_dir, layer=None):
         self.output_dir = output_dir
         self.layer = layer
         self.files = {}
+        self.nets = {}
+        self.wrapped = []
         self.current = None
 
     def start(self, key):
         self.current = key
-        self.files.setdefault(key, [])
+        self.nets.setdefault(key, [[] for _ in self.wrapped] or [[]])
+        self.files[key] = self.nets[key][0]
 
-    def record(self, value):
+    def record(self, value, net=0):
         """Save one tensor; inside a traced tf.function, add a py_function that saves it at every execution."""
         try:
             if _is_symbolic(value):
                 import tensorflow as tf
 
-                tf.py_function(func=self._save, inp=[value], Tout=[])
+                tf.py_function(func=lambda v: self._save(v, net), inp=[value], Tout=[])
             else:
-                self._save(value)
+                self._save(value, net)
         except Exception as exc:  # noqa: BLE001 - capturing must never break the submission's own path
             STATUS.setdefault("capture_errors", []).append("%s: %s" % (type(exc).__name__, exc))
 
-    def _save(self, value):
+    def _save(self, value, net=0):
         import numpy as np
 
         if self.current is None:
             return
         arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-        calls = self.files[self.current]
-        path = os.path.join(self.output_dir, "cap_%s_%04d.npy" % (self.current, len(calls)))
+        calls = self.nets[self.current][net]
+        path = os.path.join(self.output_dir, "cap_%s_n%02d_%04d.npy" % (self.current, net, len(calls)))
         np.save(path, arr, allow_pickle=False)
         calls.append(path)
 
     def install(self, instance, module):
-        """Find the network held by the instance (or model.py's globals) and wrap it; say what was wrapped."""
+        """Find the networks held by the instance (or model.py's globals) and wrap each; say what was wrapped."""
         for obj in _candidates(instance, module):
             kind = type(obj).__name__
             if kind == "InferenceSession" and hasattr(obj, "run"):
-                return self._wrap_onnx(obj)
-            if hasattr(obj, "layers") and callable(getattr(obj, "call", None)):
-                return self._wrap_keras(obj)
-        return "none: no Keras model or onnxruntime session found on the Model instance"
+                self.wrapped.append(self._wrap_onnx(obj, len(self.wrapped)))
+            elif hasattr(obj, "layers") and callable(getattr(obj, "call", None)):
+                self.wrapped.append(self._wrap_keras(obj, len(self.wrapped)))
+        if not self.wrapped:
+            return "none: no Keras model or onnxruntime session found on the Model instance"
+        if len(self.wrapped) == 1:
+            return self.wrapped[0]
+        if len(set(self.wrapped)) == 1:
+            return "%d networks, each at its %s" % (len(self.wrapped), self.wrapped[0])
+        return "%d networks: %s" % (len(self.wrapped), "; ".join(self.wrapped))
 
-    def _wrap_keras(self, model):
+    def _wrap_keras(self, model, net=0):
         for attr, value in (("run_eagerly", True), ("jit_compile", False)):
             try:
                 setattr(model, attr, value)  # so predict() hands the wrapped call real tensors, not graph symbols
@@ -330,17 +344,17 @@ class _Capture:
         original = target.call
 
         def call(inputs, *args, **kwargs):
-            self.record(inputs)
+            self.record(inputs, net)
             return original(inputs, *args, **kwargs)
 
         target.call = call
         return "keras layer %r of %s" % (target.name, type(model).__name__)
 
-    def _wrap_onnx(self, session):
+    def _wrap_onnx(self, session, net=0):
         original = session.run
 
         def run(output_names, feed, *args, **kwargs):
-            self.record(list(feed.values())[0])
+            self.record(list(feed.values())[0], net)
             return original(output_names, feed, *args, **kwargs)
 
         session.run = run

@@ -58,6 +58,7 @@ class RunOutcome:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     captured: dict[str, np.ndarray] = field(default_factory=dict)
     captured_calls: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    captured_by_net: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)  # several networks: each one's calls
     capture_target: str | None = None
     timing: dict = field(default_factory=lambda: {"import_s": None, "load_s": None, "fit_s": None, "predict_s": {}})
     peak_memory_mb: float | None = None
@@ -336,6 +337,8 @@ def _outcome(run: _ChildRun, root: Path, inputs: dict, python: str, time_limit: 
         outcome.captured_calls[name] = calls
         if calls and len({c.shape[1:] for c in calls}) == 1:
             outcome.captured[name] = np.concatenate(calls, axis=0)
+    for name, nets in (status.get("captured_nets") or {}).items():
+        outcome.captured_by_net[name] = [[np.load(p, allow_pickle=False) for p in paths if os.path.exists(p)] for paths in nets]
     outcome.failure = _failure(run, status, time_limit, memory_limit)
     if outcome.failure is not None:
         outcome.status = "failed"

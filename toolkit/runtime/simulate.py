@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.errors import ConfigError, UsageError
 from toolkit.results import Failure, Result, chance_level, chance_warning
-from toolkit.runtime import scoring, shift as shift_suite, tta_compare
+from toolkit.runtime import members as ensemble, scoring, shift as shift_suite, tta_compare
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
 from toolkit.runtime.heldout import check_image_size, match_classes
 from toolkit.runtime.inputs import Plan, hard_limit, plan_inputs
@@ -70,6 +70,7 @@ class SimulateResult(Result):
     class_map: dict | None = None  # held-out class -> submission class, as --class-map gave it
     predictions: list[int] | None = None  # the scored clean predictions, per held-out image (the report's error sheet)
     tta_comparison: dict | None = None  # --compare-tta: {modes: {mode: {clean, shifted, views}}, submission, best, reason}
+    members: dict | None = None  # an ensemble: {members: [{name, variant, clean, shifted, ...}], ensemble, members_mean}
 
     @property
     def ok(self) -> bool:
@@ -145,13 +146,16 @@ def simulate(
             own_tta, why_not = tta_compare.submission_tta(sub) if options.compare_tta else (None, "")
             if own_tta:
                 tta_compare.add_modes(plan, own_tta)
+            members = ensemble.ensemble_members(sub)
+            if members:
+                ensemble.add_members(plan, members)
             run = _run_as_grader(sub, profile, plan, _Run(time_limit, memory_limit, _fit_data(data, profile, options), log, progress))
             plan.inputs.clear()  # close the memory maps before their folder goes
         result = _base_result(zip_path, data_path, data, profile, time_limit, memory_limit, options, plan)
         static = [f"check: [{i.code}] {i.message}" for i in findings or []]
         result.class_map = match.class_map
         result.warnings += data.warnings + match.warnings + static + [w for w in run.warnings if not _said_by_check(w, run.outcome, findings or [])]
-        result = _judge(result, run, plan, data, profile, sub)
+        result = _judge(result, run, plan, data, profile, sub, members)
         if why_not and result.ok:
             result.tta_comparison = tta_compare.not_compared(why_not)
         return result
@@ -214,7 +218,8 @@ def _child_run(sub: SubmissionZip, profile: Profile, plan: Plan, run: _Run, cwd:
     run.wall = time.perf_counter() - started
 
 
-def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile, sub: SubmissionZip) -> SimulateResult:
+def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile, sub: SubmissionZip,
+           members: list[dict] = ()) -> SimulateResult:
     """The outcome against the contract and the time limit, then the scores."""
     outcome = run.outcome
     result.timing = _timing(outcome, plan, run.wall, result.limits["time_limit_s"])
@@ -237,6 +242,10 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
         failure = {"kind": "bad_output", "phase": "predict", "message": str(exc), "stderr_tail": _tail(outcome)}
         return _fail(result, failure, sub, profile)
     _score(result, checked, data, plan, sub.manifest)
+    if members:
+        rows = ensemble.score(outcome, plan, list(members), data.labels, len(result.class_names))
+        result.members = ensemble.summary(rows, float(np.mean(checked[plan.graded].predictions == data.labels)),
+                                          (result.shift or {}).get("mean_accuracy"))
     if plan.tta_mode:
         result.tta_comparison = tta_compare.compare(outcome, plan, data.labels, checked[plan.graded].predictions, result.shift,
                                                     len(result.class_names))
@@ -309,8 +318,11 @@ def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
         out["images_within_limit"] = int(out["images_per_s"] * left)
     if plan.shift_names:
         out.update(shift_predict_s=shift_s, shift_corrupt_s=plan.shift_s)
-    if plan.overrides:  # --compare-tta's extra predictions: never part of the grader's pass
-        out["tta_compare_predict_s"] = sum(predict[k] for k in extra)
+    # --compare-tta's and an ensemble's per-member extra predictions: never part of the grader's pass
+    if any(k.startswith(tta_compare.PREFIX) for k in plan.overrides):
+        out["tta_compare_predict_s"] = sum(predict[k] for k in extra if k.startswith(tta_compare.PREFIX))
+    if any(k.startswith(ensemble.PREFIX) for k in plan.overrides):
+        out["members_predict_s"] = sum(predict[k] for k in extra if k.startswith(ensemble.PREFIX))
     return out
 
 

@@ -32,6 +32,9 @@ def submission_tta(sub: SubmissionZip) -> tuple[str | None, str]:
     mode = _TTA_GLOBAL.search(text)
     if not (sub.manifest or {}).get("cbtool_submission"):
         return None, NEEDS_CBTOOL.format(why="this zip's manifest does not say cbtool built it")
+    if isinstance((sub.manifest or {}).get("members"), list):
+        return None, ("an ensemble: each member has its own TTA mode (the manifest's members); compare modes on a "
+                      "member's own zip, or rebuild with one mode per member (--tta d4,flip,none)")
     if mode is None or not _FORMAT_GLOBAL.search(text):
         return None, NEEDS_CBTOOL.format(why="this model.py has no module-level TTA = '...' and FORMAT = ...")
     if mode.group(1) not in TTA_VIEWS:

@@ -1,4 +1,7 @@
-"""`cbtool build-submission`: an export dir (or a run dir, exported first) -> a deterministic submission zip."""
+"""`cbtool build-submission`: an export dir (or a run dir, exported first) -> a deterministic submission zip.
+
+Several sources make an ensemble (`build_ensemble`): one model.py (templates/ensemble.py.tmpl) averaging the members'
+softmax, each member with its own preprocessing, input size and TTA; the manifest lists every member."""
 
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.artifacts import FORMATS, SUBMISSION_FILES, ExportDir, RunDir
-from toolkit.errors import RuntimeProfileError, SubmissionError
+from toolkit.artifacts import FORMATS, SUBMISSION_FILES, ExportDir, RunDir, member_name, member_weights_file
+from toolkit.errors import RuntimeProfileError, SubmissionError, UsageError
 from toolkit.fsutil import atomic_path, sha256_bytes, sha256_file
 from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.submission.check import CheckReport
-from toolkit.submission.render import TTA_CHOICES, render_model_py
+from toolkit.submission.render import TTA_CHOICES, render_ensemble_model_py, render_model_py
 from toolkit.submission.tta_auto import AUTO, AutoOptions
 from toolkit.train import recover
 from toolkit.tta import TTA_VIEWS
@@ -50,6 +53,8 @@ class BuildOptions:
     batch_size: int = 64
     partial: bool = False  # a run dir still training (or interrupted): export its best weights so far
     auto: AutoOptions | None = None  # `--tta auto`: the validation data the mode is chosen on
+    member_tta: tuple[str, ...] | None = None  # an ensemble: one TTA mode per member (else `tta` for every member)
+    weights: tuple[float, ...] | None = None  # an ensemble: the members' weights (normalised to sum 1; default equal)
 
 
 def build_submission(source: str | os.PathLike, output: str | os.PathLike, profile: Profile,
@@ -71,6 +76,119 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
     result = finish_zip(output, files, manifest, profile, log)
     result.tta_choice = choice
     return result
+
+
+def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, options: BuildOptions | None = None,
+                   log: Callable[[str], None] | None = None) -> BuildResult:
+    """Build one zip whose model.py averages the softmax of every source's network (export or run dirs, families
+    may be mixed): member i's weights are `member_weights_file(fmt, i)`, the manifest's `members` list each one."""
+    options, log = options or BuildOptions(), log or (lambda _msg: None)
+    sources = [Path(s) for s in sources]
+    _validate_options(options)
+    modes, weights = _member_settings(sources, options)
+    with tempfile.TemporaryDirectory(prefix="cbtool-build-") as tmp:
+        members = []
+        for index, source in enumerate(sources, 1):
+            log(f"member {index} of {len(sources)}: {source}")
+            export_dir = _export_dir(source, Path(tmp) / f"export{index}", options, log)
+            members.append((source, export_dir, _read_export(export_dir, options.fmt)))
+        classes = _common_classes(members)
+        entries = [{"name": member_name(i), "spec": exported["spec"],
+                    "input_size": int(exported["preprocessing"]["input_size"]),
+                    "resize": str(exported["preprocessing"].get("resize", "bilinear")),
+                    "weights_file": member_weights_file(options.fmt, i), "tta": mode, "weight": weight}
+                   for i, ((_s, _e, exported), mode, weight) in enumerate(zip(members, modes, weights), 1)]
+        from toolkit import __version__
+
+        files = {SUBMISSION_FILES.MODEL_PY: render_ensemble_model_py(entries, classes, profile=profile, fmt=options.fmt,
+                                                                     batch_size=options.batch_size,
+                                                                     version=__version__).encode("utf-8")}
+        if profile.contract.metadata:
+            files[SUBMISSION_FILES.METADATA] = b""
+        for entry, (_source, export_dir, _exported) in zip(entries, members):
+            files[entry["weights_file"]] = _weights_bytes(export_dir, options)
+        manifest = _ensemble_manifest(members, entries, classes, profile, options, files)
+    return finish_zip(output, files, manifest, profile, log)
+
+
+def _member_settings(sources: list[Path], options: BuildOptions) -> tuple[list[str], list[float]]:
+    """Each member's TTA mode and weight (normalised), refusing what cannot make an ensemble."""
+    if len(sources) < 2:
+        raise UsageError("an ensemble needs at least two SOURCE dirs")
+    seen = {}
+    for source in sources:
+        key = source.resolve()
+        if key in seen:
+            raise UsageError(f"{source}: given twice as an ensemble member; to weigh it more, use --weights")
+        seen[key] = source
+    if options.partial:
+        raise UsageError("--partial builds one unfinished run; export it with `cbtool export --partial` and pass the "
+                         "export dir as a member")
+    modes = list(options.member_tta or [options.tta] * len(sources))
+    if AUTO in modes:
+        raise UsageError("--tta auto chooses one network's mode; for an ensemble pass one mode per member "
+                         "(--tta d4,flip,none)")
+    if len(modes) != len(sources):
+        raise UsageError(f"--tta: expected one mode or one per member ({len(sources)}), found {len(modes)}: "
+                         f"{','.join(modes)}")
+    raw = list(options.weights or [1.0] * len(sources))
+    if len(raw) != len(sources):
+        raise UsageError(f"--weights: expected one weight per member ({len(sources)}), found {len(raw)}")
+    if any(not np.isfinite(w) or w < 0 for w in raw) or sum(raw) <= 0:
+        raise UsageError(f"--weights: expected non-negative numbers with a positive sum, found {raw}")
+    total = float(sum(raw))
+    return modes, [float(w) / total for w in raw]
+
+
+def _common_classes(members: list) -> list[str]:
+    """The class names every member predicts, in the same order (the softmax columns are averaged position by
+    position)."""
+    first_source, _e, first = members[0]
+    for source, _export, exported in members[1:]:
+        if exported["classes"] != first["classes"]:
+            raise SubmissionError(f"{source}: predicts classes {exported['classes']}, but {first_source} predicts "
+                                  f"{first['classes']}: ensemble members must share class names in the same order")
+    return list(first["classes"])
+
+
+def _ensemble_manifest(members: list, entries: list[dict], classes: list[str], profile: Profile, options: BuildOptions,
+                       files: dict[str, bytes]) -> dict:
+    from toolkit.provenance import preprocessing_sha256
+    from toolkit.train.config import recorded_families, run_training_record
+
+    listed = []
+    for entry, (source, _export, exported) in zip(entries, members):
+        export_manifest = exported["export_manifest"]
+        listed.append({
+            "name": entry["name"], "source": str(source), "weight": entry["weight"], "tta": entry["tta"],
+            "tta_views": TTA_VIEWS[entry["tta"]], "model": _model_entry(exported["spec"]),
+            "preprocessing": _preprocessing_entry(exported),
+            "weights_file": entry["weights_file"], "weights_sha256": sha256_bytes(files[entry["weights_file"]]),
+            "model_spec_sha256": sha256_bytes(json.dumps(exported["spec"], sort_keys=True).encode()),
+            "versions": {k: v for k, v in export_manifest.get("versions", {}).items() if k in ("tensorflow", "keras", "numpy", "cbtool")},
+            "training": run_training_record(export_manifest.get("run_dir")),
+            **({"partial": export_manifest["partial"]} if export_manifest.get("partial") else {}),
+        })
+    records = [m["training"] for m in listed]
+    families = [recorded_families(r) for r in records]
+    layers = {m["model"]["input_layer"] for m in listed}
+    return {
+        "cbtool_submission": 1,
+        "profile": profile_entry(profile),
+        "format": options.fmt, "tta": None, "tta_views": None,  # per member
+        "fp16": bool(options.fp16),
+        "batch_size": int(options.batch_size),
+        "model": {"ensemble": len(listed), "num_classes": len(classes),
+                  "input_layer": layers.pop() if len(layers) == 1 else None},
+        "members": listed,
+        "classes": classes,
+        "preprocessing": {"sha256": preprocessing_sha256()},
+        "versions": {"build": build_versions()},
+        # the shift suite marks a corruption family seen in training when any member drew it
+        "training": (None if any(f is None for f in families) else
+                     {"corruption_families": sorted({x for f in families for x in f}), "members": records}),
+        **contents_entry(files),
+    }
 
 
 def _measure_tta(source: Path, export_dir: Path, exported: dict, profile: Profile, options: BuildOptions, scratch: Path,
@@ -159,12 +277,16 @@ def _payload(export_dir: Path, exported: dict, profile: Profile, options: BuildO
                                          version=__version__).encode("utf-8")}
     if profile.contract.metadata:
         files[SUBMISSION_FILES.METADATA] = b""
+    files[ExportDir(export_dir).weights(options.fmt).name] = _weights_bytes(export_dir, options)
+    return files
+
+
+def _weights_bytes(export_dir: Path, options: BuildOptions) -> bytes:
+    """The export's weights file of the chosen format as the zip carries it."""
     weights = ExportDir(export_dir).weights(options.fmt)
     if options.fmt == "portable":
-        files[weights.name] = _deterministic_npz(weights, "float16" if options.fp16 else None)
-    else:
-        files[weights.name] = weights.read_bytes()
-    return files
+        return _deterministic_npz(weights, "float16" if options.fp16 else None)
+    return weights.read_bytes()
 
 
 def _deterministic_npz(path: Path, dtype: str | None) -> bytes:
@@ -196,15 +318,20 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "batch_size": int(options.batch_size),
         "model": _model_entry(exported["spec"]),
         "classes": exported["classes"],
-        "preprocessing": {"sha256": preprocessing_sha256(), "run_sha256": exported["preprocessing"].get("source_sha256"),
-                          "input_size": exported["preprocessing"].get("input_size"),
-                          "resize": exported["preprocessing"].get("resize", "bilinear")},
+        "preprocessing": {"sha256": preprocessing_sha256(), **_preprocessing_entry(exported)},
         "versions": {"build": build_versions(),
                      "export": {k: v for k, v in export_versions.items() if k in ("tensorflow", "keras", "numpy", "cbtool")}},
         "training": run_training_record(exported["export_manifest"].get("run_dir")),  # augmentation + corruption families
         **({"partial": partial} if partial else {}),  # only an unfinished run's zip carries the key
         **contents_entry(files),
     }
+
+
+def _preprocessing_entry(exported: dict) -> dict:
+    """What training's preprocessing.json says the network is fed: the run's source sha256, input size, resize."""
+    prep = exported["preprocessing"]
+    return {"run_sha256": prep.get("source_sha256"), "input_size": prep.get("input_size"),
+            "resize": prep.get("resize", "bilinear")}
 
 
 def profile_entry(profile: Profile) -> dict:

@@ -38,6 +38,18 @@ _FORWARD = {
     "portable": _KERAS_FORWARD, "keras": _KERAS_FORWARD, "foreign": _KERAS_FORWARD,
     "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
 }
+# An ensemble's members (templates/ensemble.py.tmpl): module-level load and forward of one network.
+_LOAD_MEMBER = {
+    "portable": ("    net = build_model(member[\"spec\"])\n"
+                 "    load_weights_npz(net, os.path.join(base, member[\"weights_file\"]))\n"
+                 "    return net"),
+    "keras": "    return keras.models.load_model(os.path.join(base, member[\"weights_file\"]), compile=False)",
+    "onnx": "    return ort.InferenceSession(os.path.join(base, member[\"weights_file\"]), providers=[\"CPUExecutionProvider\"])",
+}
+_NET_FORWARD = ("    y = net(x, training=False)\n"
+                "    return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)")
+_FORWARD_NET = {"portable": _NET_FORWARD, "keras": _NET_FORWARD,
+                "onnx": "    return np.asarray(net.run(None, {net.get_inputs()[0].name: x})[0], dtype=np.float64)"}
 _IMPORTS = {"portable": "", "keras": _KERAS_IMPORTS, "onnx": "import onnxruntime as ort\n", "foreign": _KERAS_IMPORTS}
 _BLOCKS_TEXT = ("The marked blocks below are verbatim copies of cbtool's toolkit/preprocessing.py, toolkit/tta.py (and, for the\n"
                 "portable format, the model family's architecture file), with their sha256 on the marker lines.\n"
@@ -69,12 +81,47 @@ def render_model_py(spec: dict, classes: list[str], preprocessing: dict, *, prof
     if fmt not in FORMATS:
         raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     values = {
-        "VARIANT": str(spec.get("variant", "model")), "MODEL_SPEC": repr(_plain(spec)), "FORMAT": fmt,
-        "INPUT_SIZE": str(int(preprocessing["input_size"])), "RESIZE": repr(str(preprocessing.get("resize", "bilinear"))),
-        "WEIGHTS_FILE": repr(FORMATS[fmt]), "EMBEDDED": _embedded(embedded_sources(spec, fmt)), "BLOCKS_TEXT": _BLOCKS_TEXT,
+        "VARIANT": str(spec.get("variant", "model")), "FORMAT": fmt,
+        "MODEL_CONSTANTS": _constants(spec, int(preprocessing["input_size"]), str(preprocessing.get("resize", "bilinear")),
+                                      FORMATS[fmt]),
+        "EMBEDDED": _embedded(embedded_sources(spec, fmt)), "BLOCKS_TEXT": _BLOCKS_TEXT,
         "PREPROCESS_CALL": "preprocess(x[start:start + BATCH_SIZE], INPUT_SIZE, RESIZE)",
     }
     return _render(values, classes, profile=profile, tta=tta, batch_size=batch_size, version=version)
+
+
+def render_ensemble_model_py(members: list[dict], classes: list[str], *, profile, fmt: str, batch_size: int,
+                             version: str) -> str:
+    """model.py averaging several cbtool networks. `members`: dicts with name, spec, input_size, resize, weights_file
+    (in the zip), tta and weight (the weights sum to 1), in the manifest's order. Every family's architecture is one
+    embedded file, so the blocks are the single model's; the class is templates/ensemble.py.tmpl."""
+    if fmt not in FORMATS:
+        raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
+    for member in members:
+        if member["tta"] not in TTA_CHOICES:
+            raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, found {member['tta']!r}")
+    keys = ("name", "spec", "input_size", "resize", "weights_file", "tta", "weight")
+    listing = ",\n".join("    " + repr(_plain({k: m[k] for k in keys})) for m in members)
+    sources = []
+    for member in members:
+        sources += [n for n in embedded_sources(member["spec"], fmt) if n not in sources]
+    variants = ", ".join(str(m["spec"].get("variant")) for m in members)
+    values = {
+        "VARIANT": f"ensemble of {len(members)} ({variants})", "FORMAT": fmt,
+        "MODEL_CONSTANTS": (f"# The members, in the manifest's order: softmax averaged per member over its TTA views, then "
+                            f"weighted.\nMEMBERS = [\n{listing},\n]\n"
+                            "MEMBER = None  # None: the weighted ensemble; an index: that member alone (cbtool simulate "
+                            "scores each member this way)"),
+        "EMBEDDED": _embedded(sources), "BLOCKS_TEXT": _BLOCKS_TEXT, "PREPROCESS_CALL": "",
+    }
+    return _render(values, classes, profile=profile, tta=None, batch_size=batch_size, version=version,
+                   tta_text="per member (" + ", ".join(m["tta"] for m in members) + ")")
+
+
+def _constants(spec: dict, input_size, resize, weights: str) -> str:
+    """A single network's module constants."""
+    return "\n".join([f"MODEL_SPEC = {_plain(spec)!r}", f"INPUT_SIZE = {input_size!r}", f"RESIZE = {resize!r}",
+                      f"WEIGHTS_FILE = {weights!r}"])
 
 
 def render_foreign_model_py(source: dict, classes: list[str], pspec, *, weights_file: str, input_size: int | None,
@@ -82,8 +129,8 @@ def render_foreign_model_py(source: dict, classes: list[str], pspec, *, weights_
     """model.py for a notebook's model (`--from-keras`): load `weights_file` (saved by the runtime's own Keras), the
     declared preprocessing `pspec` (toolkit.preprocess_spec.PreprocessSpec) and toolkit/tta.py embedded verbatim."""
     values = {
-        "VARIANT": str(source.get("file", "model")), "MODEL_SPEC": repr(_plain(source)), "FORMAT": "foreign",
-        "INPUT_SIZE": repr(input_size), "RESIZE": "None", "WEIGHTS_FILE": repr(weights_file),
+        "VARIANT": str(source.get("file", "model")), "FORMAT": "foreign",
+        "MODEL_CONSTANTS": _constants(source, input_size, None, weights_file),
         "EMBEDDED": "\n\n".join([embedded_block(pspec.name, pspec.source), _embedded(["tta.py"])]),
         "BLOCKS_TEXT": _FOREIGN_BLOCKS_TEXT.format(spec=pspec.text, atol=atol),
         "PREPROCESS_CALL": "preprocess(x[start:start + BATCH_SIZE])",
@@ -91,25 +138,29 @@ def render_foreign_model_py(source: dict, classes: list[str], pspec, *, weights_
     return _render(values, classes, profile=profile, tta=tta, batch_size=batch_size, version=version)
 
 
-def _render(values: dict[str, str], classes: list[str], *, profile, tta: str, batch_size: int, version: str) -> str:
-    """Fill both templates: the format's `values` plus what the profile's contract, classes, TTA and batch say."""
-    if tta not in TTA_CHOICES:
+def _render(values: dict[str, str], classes: list[str], *, profile, tta: str | None, batch_size: int, version: str,
+            tta_text: str | None = None) -> str:
+    """Fill the templates: the format's `values` plus what the profile's contract, classes, TTA and batch say.
+    `tta` None (an ensemble): each member's own mode, `tta_text` says which; the class is the ensemble's."""
+    if tta is not None and tta not in TTA_CHOICES:
         raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, found {tta!r}")
     contract, fmt = profile.contract, values["FORMAT"]
     values = {
-        **values, "NUM_CLASSES": str(len(classes)), "PROFILE": profile.name, "TTA": tta,
+        **values, "NUM_CLASSES": str(len(classes)), "PROFILE": profile.name, "TTA": tta_text or str(tta),
         "CONTRACT_TEXT": contract.describe(), "CLASS_LINE": _class_line(contract),
         "INPUT_TEXT": f"{' or '.join(contract.dtypes)} as {'a tf.Tensor' if contract.tensor_input else 'numpy'}",
         "RESOLVE_TEXT": "the `path` argument" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
         "CWD_TEXT": _CWD_TEXT[contract.cwd], "FRAMEWORK": _FRAMEWORKS[fmt], "CBTOOL_VERSION": version,
         "FRAMEWORK_IMPORTS": _IMPORTS[fmt], "CLASS_NAMES": json.dumps(list(classes)), "FORMAT_REPR": repr(fmt),
-        "TTA_REPR": repr(tta), "BATCH_SIZE": str(int(batch_size)),
+        "TTA_REPR": repr(tta) + ("  # None: each member's own mode (MEMBERS); a mode here overrides them all"
+                                                    if tta is None else ""), "BATCH_SIZE": str(int(batch_size)),
     }
-    values["CLASS_CODE"] = _fill((TEMPLATE_DIR / "class.py.tmpl").read_text(encoding="utf-8"), {
+    values["CLASS_CODE"] = _fill((TEMPLATE_DIR / ("class.py.tmpl" if tta is not None else "ensemble.py.tmpl")).read_text(encoding="utf-8"), {
         "CLASS_NAME": contract.class_name, "CONTRACT_TEXT": contract.describe(),
         "INIT_ARGS": ", ".join(("self", *contract.init_args)),
         "BASE_DIR": "os.path.abspath(path)" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
         "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt], "PREPROCESS_CALL": values["PREPROCESS_CALL"],
+        "LOAD_MEMBER": _LOAD_MEMBER.get(fmt, ""), "FORWARD_NET": _FORWARD_NET.get(fmt, ""),
     })
     return _fill((TEMPLATE_DIR / "model.py.tmpl").read_text(encoding="utf-8"), values)
 

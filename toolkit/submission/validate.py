@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from toolkit.artifacts import RunDir
-from toolkit.errors import ConfigError, SubmissionError
+from toolkit.errors import ConfigError, SubmissionError, UsageError
 from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.tta import IDENTITY_VIEW, TTA_VIEWS
@@ -53,6 +53,7 @@ class ValidationReport(Result):
     timing: dict = field(default_factory=dict)
     preprocess_spec: dict | None = None
     tolerance: float = 0.0
+    members: list[dict] | None = None  # an ensemble: per member {name, run, variant, input_size, resize, tta_views, ok}
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,16 @@ def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLi
     from toolkit.runtime.sandbox import run_submission
     from toolkit.submission_zip import SubmissionZip
 
-    if (run_dir is None) == (spec is None):
+    if (not run_dir) == (spec is None):
         raise ConfigError("validate-preprocessing: expected exactly one of --run or --preprocess; found "
                           + ("both" if spec is not None else "neither"))
+    runs = list(run_dir) if isinstance(run_dir, (list, tuple)) else ([run_dir] if run_dir is not None else [])
+    with SubmissionZip(zip_path) as sub:
+        members = sub.manifest.get("members") if isinstance(sub.manifest.get("members"), list) else None
+    if members is not None or len(runs) > 1:
+        return _validate_ensemble(Path(zip_path), [RunDir(r) for r in runs], members, profile, spec, data, n_images,
+                                  allow_pickle, log)
+    run_dir = runs[0] if runs else None
     zip_path, run = Path(zip_path), (RunDir(run_dir) if run_dir is not None else None)
     prep = run.read_json(run.preprocessing, SubmissionError) if run is not None else {}
     images, labels = _probe_images(run, data, n_images, allow_pickle)
@@ -121,6 +129,84 @@ def validate_preprocessing(zip_path: str | os.PathLike, run_dir: str | os.PathLi
                               timing=outcome.timing, preprocess_spec=spec.to_dict() if spec else None,
                               tolerance=expected.tolerance)
     return _judge(report, outcome, inputs, tensors, expected)
+
+
+def _validate_ensemble(zip_path: Path, runs: list[RunDir], members: list[dict] | None, profile: Profile, spec, data,
+                       n_images: int, allow_pickle: bool, log) -> ValidationReport:
+    """An ensemble zip: one run (or export) dir per member, in the manifest's order; each network's identity-view
+    captures compared byte for byte with its own training preprocessing (input size, resize), its views counted with
+    its own TTA. The submission runs once; every network is captured (the sandbox wraps each one)."""
+    from toolkit.runtime.sandbox import run_submission
+    from toolkit.submission_zip import SubmissionZip
+
+    if spec is not None:
+        raise ConfigError(f"{zip_path}: an ensemble of cbtool networks: validate it against its members' runs "
+                          "(--run once per member), not a declared --preprocess")
+    if members is None:
+        raise ConfigError(f"{zip_path}: --run given {len(runs)} times, but the zip's manifest lists no ensemble members")
+    listing = ", ".join(f"{m.get('name')} ({(m.get('model') or {}).get('variant')} at "
+                        f"{(m.get('preprocessing') or {}).get('input_size')} px)" for m in members)
+    if len(runs) != len(members):
+        raise UsageError(f"{zip_path}: an ensemble of {len(members)} members; expected --run once per member in the "
+                          f"manifest's order ({listing}), found {len(runs)}")
+    preps = []
+    for index, (run, member) in enumerate(zip(runs, members), 1):
+        prep = run.read_json(run.preprocessing, SubmissionError)
+        spec_file = run.read_json(run.model_spec, SubmissionError)
+        want = (member.get("model") or {}).get("variant"), (member.get("preprocessing") or {}).get("input_size")
+        found = spec_file.get("variant"), prep.get("input_size")
+        if tuple(want) != tuple(found):
+            raise UsageError(f"--run #{index} ({run.path}) is {found[0]} at {found[1]} px, but {member.get('name')} is "
+                              f"{want[0]} at {want[1]} px: pass the runs in the manifest's member order ({listing})")
+        preps.append(prep)
+    images, labels = _probe_images(runs[0], data, n_images, allow_pickle)
+    inputs = probe_inputs(images, profile.contract.dtypes)
+    with SubmissionZip(zip_path) as sub:
+        model_py = sub.model_py or ""
+    expected = [training_expected(int(p.get("input_size", 96)), str(p.get("resize", "bilinear"))) for p in preps]
+    outcome = run_submission(zip_path, profile, inputs, capture_input=True, log=log, fit_data=(images, labels),
+                             cwd=profile.contract.run_dir)
+    sources = [source_hashes(model_py, p) for p in preps]
+    report = ValidationReport(ok=False, zip=str(zip_path), run=", ".join(str(r.path) for r in runs), profile=profile.name,
+                              input_size=int(preps[0].get("input_size", 96)), resize=expected[0].resize,
+                              tta_views=int(members[0].get("tta_views") or 1), capture_target=outcome.capture_target,
+                              source=_merged_sources(sources), timing=outcome.timing, members=[])
+    if outcome.failure is not None and not any(outcome.captured_calls.values()):
+        report.failure = outcome.failure.to_dict()
+        report.diagnoses = _diagnose_failure(outcome.failure.message, report.input_size, "training")
+        return report
+    for index, (run, member, exp) in enumerate(zip(runs, members, expected)):
+        views = int(member.get("tta_views") or 1)
+        items = []
+        for name, x in inputs.items():
+            nets = outcome.captured_by_net.get(name) or []
+            calls = (nets[index] if index < len(nets) else [])[IDENTITY_VIEW::views]
+            item = compare_input(name, x, calls, exp.fn(x), exp)
+            item["member"] = member.get("name")
+            items.append(item)
+        report.inputs += items
+        report.members.append({"name": member.get("name"), "run": str(run.path), "variant": (member.get("model") or {}).get("variant"),
+                               "input_size": exp.fn(inputs[next(iter(inputs))][:1]).shape[1], "resize": exp.resize,
+                               "tta_views": views, "ok": all(i["match"] for i in items),
+                               "identical": all(i["identical"] for i in items), "source": sources[index]["message"]})
+    report.diagnoses = _unique(f"{i['member']}: {d}" for i in report.inputs for d in i["diagnosis"])
+    if outcome.failure is not None:
+        report.failure = outcome.failure.to_dict()
+    if report.source["match"] is False:
+        report.diagnoses.append(report.source["message"])
+    report.ok = report.source["match"] is not False and report.failure is None and all(m["ok"] for m in report.members)
+    return report
+
+
+def _merged_sources(sources: list[dict]) -> dict:
+    """The members' source-hash checks as one: a mismatch if any member's mismatches."""
+    bad = [s for s in sources if s["match"] is False]
+    if bad:
+        return {**bad[0], "message": bad[0]["message"]}
+    matched = all(s["match"] for s in sources)
+    return {**sources[0], "match": True if matched else sources[0]["match"],
+            "message": (f"embedded preprocessing source matches training's for all {len(sources)} members" if matched
+                        else sources[0]["message"])}
 
 
 def _judge(report: ValidationReport, outcome, inputs: dict, tensors: dict, expected: Expected) -> ValidationReport:
@@ -302,6 +388,8 @@ def render(report: ValidationReport) -> str:
     label = "training" if report.preprocess_spec is None else "declared"
     against = report.run if report.preprocess_spec is None else f"--preprocess {report.preprocess_spec['text']}"
     head = f"{report.zip} vs {against} in {report.profile} (capture: {report.capture_target})"
+    if report.members:
+        return _render_members(report)
     if report.ok:
         ref = "training" if report.preprocess_spec is None else "the declared preprocessing"
         worst = max((i.get("max_abs_diff", 0.0) for i in report.inputs), default=0.0)
@@ -317,6 +405,24 @@ def render(report: ValidationReport) -> str:
         where = (f" first difference at {diff['index']}: {label} {diff['expected']!r}, submission {diff['found']!r}"
                  if diff else "")
         lines.append(f"  {item['input']:<20} differs;{where}")
+    lines += [f"  diagnosis: {d}" for d in report.diagnoses]
+    if report.failure:
+        lines.append(f"  the submission failed: [{report.failure['kind']}] {report.failure['message']}")
+    return "\n".join(lines)
+
+
+def _render_members(report: ValidationReport) -> str:
+    """An ensemble's report: one line per member (its network's captures against its own run), then diagnoses."""
+    ok = sum(m["ok"] for m in report.members)
+    head = (f"{'ok' if report.ok else 'MISMATCH'}: {ok} of {len(report.members)} ensemble members fed exactly what "
+            f"their training computed; {report.source['message']}\n  {report.zip} in {report.profile} (capture: "
+            f"{report.capture_target})")
+    lines = [head]
+    for m in report.members:
+        how = ("byte-identical" if m["identical"] else "equal within float rounding") if m["ok"] else "DIFFERS"
+        lines.append(f"  {m['name']:<9} {str(m['variant']):<22} {m['input_size']:>4} px {m['resize']:<9} "
+                     f"{m['tta_views']} view(s)  {how} on {len(report.inputs) // len(report.members)} probe sets  "
+                     f"(vs {m['run']})")
     lines += [f"  diagnosis: {d}" for d in report.diagnoses]
     if report.failure:
         lines.append(f"  the submission failed: [{report.failure['kind']}] {report.failure['message']}")
