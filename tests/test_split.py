@@ -142,3 +142,20 @@ def test_more_folds_than_duplicate_groups_is_refused(tmp_path):
     assert fold_dataset(ds, tmp_path / "folds", k=2).folds[0]["val"] == 2
     with pytest.raises(ConfigError, match=">= 2"):
         fold_indices(np.zeros(4, int), np.arange(4), 1)
+
+
+def test_val_zero_with_test_writes_only_train_and_test_and_both_zero_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    ds, _truth = make_demo(n=300, seed=2)
+    save_dataset(ds, tmp_path / "d.npz")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["split", str(tmp_path / "d.npz"), "--val", "0", "--test", "0.2", "-o", str(tmp_path / "h")])
+    assert ok.exit_code == 0, ok.output
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == ["test.npz", "train.npz"]
+    parts = [load_dataset(tmp_path / "h" / f"{name}.npz") for name in ("train", "test")]
+    assert len(parts[1]) > 0 and len(parts[0]) + len(parts[1]) == len(ds)
+    none = runner.invoke(main, ["split", str(tmp_path / "d.npz"), "--val", "0", "-o", str(tmp_path / "n")])
+    assert none.exit_code == 2 and "nothing to split off" in none.output and not (tmp_path / "n").exists()

@@ -93,7 +93,7 @@ def clean_command(out: Output, data, output, report_dir, dry_run, conflicts, thr
 
 @cbtool_command(main, "split")
 @click.argument("data", type=click.Path(exists=True, dir_okay=False))
-@click.option("--val", type=click.FloatRange(min=0, max=1, max_open=True), help="Validation fraction (per class; default 0.1).")
+@click.option("--val", type=click.FloatRange(min=0, max=1, max_open=True), help="Validation fraction (per class; default 0.1; 0 with --test writes train.npz and test.npz only).")
 @click.option("--test", type=click.FloatRange(min=0, max=1, max_open=True), help="Test fraction (per class; default 0, no test.npz).")
 @click.option("--folds", type=click.IntRange(min=2), help="Write K folds instead: DIR/fold_1..fold_K (train.npz, val.npz) and DIR/folds.json.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the assignment of groups to splits.")

@@ -14,7 +14,7 @@ import numpy as np
 from toolkit.artifacts import FoldsDir
 from toolkit.data.clean import CleanConfig, find_links
 from toolkit.data.io import Dataset, save_dataset
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, UsageError
 from toolkit.fsutil import write_json
 from toolkit.results import Result
 
@@ -67,9 +67,10 @@ def split_dataset(ds: Dataset, out_dir: str | Path, val: float = 0.1, test: floa
                   config: CleanConfig | None = None, strict: bool = False) -> SplitResult:
     """Split `ds` into train/val(/test) npz files in `out_dir`, in the input's schema, keeping original indices.
     A class missing from a split is a warning, or with `strict` a ConfigError before anything is written."""
-    fractions = {"val": val, **({"test": test} if test > 0 else {})}
-    if val <= 0:
-        raise ConfigError(f"--val must be > 0, got {val}")
+    # --val 0 --test F: only a held-out test split (the k-fold recipe splits the rest into folds afterwards)
+    fractions = {**({"val": val} if val > 0 else {}), **({"test": test} if test > 0 else {})}
+    if not fractions:
+        raise UsageError(f"--val {val:g} and --test {test:g}: nothing to split off; give one of them a fraction above 0")
     groups, together = duplicate_groups(ds, config)
     indices = split_indices(ds.labels, groups, fractions, seed)
     asked = ", ".join(f"--{name} {f:g}" for name, f in fractions.items())
