@@ -225,3 +225,23 @@ def test_simulate_scores_each_member_beside_the_ensemble(tmp_path):
         assert row["clean"] == pytest.approx(expected, abs=1.5 / len(labels))
     assert table["ensemble"]["clean"] == result.scores["accuracy"] == pytest.approx(2 / 3, abs=0.02)
     assert "members_predict_s" in result.timing
+
+
+@pytest.mark.slow
+def test_simulate_shift_scores_each_member_on_every_corrupted_set(tmp_path):
+    from toolkit.runtime import shift as shift_suite
+    from toolkit.runtime.simulate import SimulateOptions, simulate
+
+    _base, exports = _exports()
+    profile = get_profile("local")
+    build_ensemble(exports, tmp_path / "e.zip", profile, _options())
+    images = _images(16, seed=11)
+    np.savez(tmp_path / "held.npz", images=images, labels=_reference(exports, images).argmax(1))
+    result = simulate(tmp_path / "e.zip", tmp_path / "held.npz", profile, SimulateOptions(shift=True, shift_images=6))
+    assert result.ok, result.failure
+    table = result.members
+    assert table["ensemble"]["shifted"] == result.shift["mean_accuracy"]
+    for row in table["members"]:
+        assert set(row["shift_by_family"]) == set(shift_suite.CORRUPTIONS)
+        assert row["shifted"] == pytest.approx(np.mean(list(row["shift_by_family"].values())))
+    assert table["members_mean"]["shifted"] == pytest.approx(np.mean([r["shifted"] for r in table["members"]]))

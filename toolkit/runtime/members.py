@@ -46,7 +46,8 @@ def add_members(plan: Plan, members: list[dict]) -> None:
 
 def score(outcome, plan: Plan, members: list[dict], labels: np.ndarray, num_classes: int) -> list[dict]:
     """One row per member: name, variant, input size, TTA, weight, clean accuracy and (with --shift) the mean over the
-    corrupted sets; a member the child could not answer in full carries `skipped` instead of numbers."""
+    corrupted sets and per corruption family (`shift_by_family`); a member the child could not answer in full carries
+    `skipped` instead of numbers."""
     predict_s = (outcome.timing or {}).get("predict_s") or {}
     rows = []
     for member in members:
@@ -72,6 +73,11 @@ def score(outcome, plan: Plan, members: list[dict], labels: np.ndarray, num_clas
             continue
         row["clean"] = accuracies.pop(plan.graded)
         row["shifted"] = float(np.mean(list(accuracies.values()))) if accuracies else None
+        if accuracies:  # the suite's families, each the mean over its severities (as the ensemble's shift table)
+            by_family: dict[str, list[float]] = {}
+            for source, accuracy in accuracies.items():
+                by_family.setdefault(plan.shift_names[source][0], []).append(accuracy)
+            row["shift_by_family"] = {family: float(np.mean(v)) for family, v in by_family.items()}
     return rows
 
 
