@@ -34,14 +34,18 @@ _LOAD = {
              "        self.input_name = self.session.get_inputs()[0].name"),
     "foreign": _KERAS_LOAD,
 }
+# --int8 (portable): weights.npz holds int8 kernels, dequantized by the embedded toolkit/int8.py
+_INT8_LOAD = ("        self.net = build_model(MODEL_SPEC)\n"
+              "        load_weights_npz(self.net, os.path.join(base, WEIGHTS_FILE), decode=dequantize_arrays)")
 _FORWARD = {
     "portable": _KERAS_FORWARD, "keras": _KERAS_FORWARD, "foreign": _KERAS_FORWARD,
     "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
 }
 _IMPORTS = {"portable": "", "keras": _KERAS_IMPORTS, "onnx": "import onnxruntime as ort\n", "foreign": _KERAS_IMPORTS}
 _BLOCKS_TEXT = ("The marked blocks below are verbatim copies of cbtool's toolkit/preprocessing.py, toolkit/tta.py (and, for the\n"
-                "portable format, the model family's architecture file), with their sha256 on the marker lines.\n"
-                "`cbtool validate-preprocessing` proves this file feeds the network the same bytes as training.")
+                "portable format, the model family's architecture file and, with int8 weights, toolkit/int8.py), with their\n"
+                "sha256 on the marker lines. `cbtool validate-preprocessing` proves this file feeds the network the same\n"
+                "bytes as training.")
 _FOREIGN_BLOCKS_TEXT = ("The marked blocks below are the preprocessing declared at build (`--preprocess {spec}`, verbatim) and\n"
                         "cbtool's toolkit/tta.py, with their sha256 on the marker lines. The network is the notebook's model\n"
                         "re-expressed for this runtime's Keras and proved to match the original within {atol:g} on probe images.\n"
@@ -64,16 +68,19 @@ def extract_blocks(model_py: str) -> dict[str, dict]:
 
 
 def render_model_py(spec: dict, classes: list[str], preprocessing: dict, *, profile, fmt: str, tta: str,
-                    batch_size: int, version: str) -> str:
-    """The text of model.py for this model, the profile's contract, the weight format and TTA."""
+                    batch_size: int, version: str, int8: bool = False) -> str:
+    """The text of model.py for this model, the profile's contract, the weight format and TTA; `int8`: the portable
+    weights.npz holds int8 kernels (toolkit/int8.py embedded to dequantize them; an int8 model.onnx needs nothing)."""
     if fmt not in FORMATS:
         raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     values = {
         "VARIANT": str(spec.get("variant", "model")), "MODEL_SPEC": repr(_plain(spec)), "FORMAT": fmt,
         "INPUT_SIZE": str(int(preprocessing["input_size"])), "RESIZE": repr(str(preprocessing.get("resize", "bilinear"))),
-        "WEIGHTS_FILE": repr(FORMATS[fmt]), "EMBEDDED": _embedded(embedded_sources(spec, fmt)), "BLOCKS_TEXT": _BLOCKS_TEXT,
+        "WEIGHTS_FILE": repr(FORMATS[fmt]), "EMBEDDED": _embedded(embedded_sources(spec, fmt, int8)), "BLOCKS_TEXT": _BLOCKS_TEXT,
         "PREPROCESS_CALL": "preprocess(x[start:start + BATCH_SIZE], INPUT_SIZE, RESIZE)",
     }
+    if int8 and fmt == "portable":
+        values["LOAD"] = _INT8_LOAD
     return _render(values, classes, profile=profile, tta=tta, batch_size=batch_size, version=version)
 
 
@@ -109,7 +116,7 @@ def _render(values: dict[str, str], classes: list[str], *, profile, tta: str, ba
         "CLASS_NAME": contract.class_name, "CONTRACT_TEXT": contract.describe(),
         "INIT_ARGS": ", ".join(("self", *contract.init_args)),
         "BASE_DIR": "os.path.abspath(path)" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
-        "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt], "PREPROCESS_CALL": values["PREPROCESS_CALL"],
+        "LOAD": values.get("LOAD", _LOAD[fmt]), "FORWARD": _FORWARD[fmt], "PREPROCESS_CALL": values["PREPROCESS_CALL"],
     })
     return _fill((TEMPLATE_DIR / "model.py.tmpl").read_text(encoding="utf-8"), values)
 
@@ -124,13 +131,14 @@ def _class_line(contract) -> str:
     return f"{contract.class_name}({args}){where}"
 
 
-def embedded_sources(spec: dict, fmt: str) -> list[str]:
-    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the family's architecture."""
+def embedded_sources(spec: dict, fmt: str, int8: bool = False) -> list[str]:
+    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the family's architecture,
+    plus with `int8` the int8 weights format."""
     if fmt != "portable":
         return ["preprocessing.py", "tta.py"]
     from toolkit.families import family_of
 
-    return ["preprocessing.py", "tta.py", family_of(str(spec.get("variant"))).arch_source]
+    return ["preprocessing.py", "tta.py", family_of(str(spec.get("variant"))).arch_source, *(["int8.py"] if int8 else [])]
 
 
 def _embedded(names: list[str]) -> str:
