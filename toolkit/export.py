@@ -316,7 +316,11 @@ def quantize_export(export_dir: str | os.PathLike, fmt: str, target: str | os.Pa
                           "float32 export (re-export the run without --fp16)")
     if fmt not in ("portable", "onnx"):
         raise UsageError(f"--int8: the {fmt} format has no int8 form; use --format portable or onnx")
-    shutil.copytree(source.path, out.path)
+    out.path.mkdir(parents=True)
+    for name in out.copied_from_run():  # the derived export holds only what a build of `fmt` reads
+        shutil.copy2(source.path / name, out.path / name)
+    if fmt == "onnx":
+        shutil.copy2(source.weights(fmt), out.weights(fmt))
     probe = _read_probe(source.path, False)
     prep = source.read_json(source.preprocessing, ExportError)
     x = _probe_inputs({"preprocessing": prep, "spec": source.read_json(source.model_spec, ExportError), "probe": probe})
@@ -326,11 +330,11 @@ def quantize_export(export_dir: str | os.PathLike, fmt: str, target: str | os.Pa
         manifest["parity"]["onnx"] = {"float32": manifest["parity"].get("onnx"), **entry}
     else:
         entry = _quantize_npz(source, out, x, probe["probs"])
-        manifest["parity"]["portable"] = {**manifest["parity"].get("portable", {}), "dtype": "int8", "weights_npz": entry}
+        manifest["parity"]["portable"] = {"dtype": "int8", "weights_npz": entry}
     manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(out.path.iterdir()) if p.is_file() and p != out.manifest}
-    manifest.update(int8=True, notes=[*manifest.get("notes", []), f"int8 {out.weights(fmt).name} quantized at build "
-                                      "from a float32 export"])
+    note = f"int8 {out.weights(fmt).name} quantized at build from the float32 export {source.path}"
+    manifest.update(int8=True, formats=[fmt], notes=[*manifest.get("notes", []), note])
     write_json(out.manifest, manifest)
     return out.path
 
