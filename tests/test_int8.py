@@ -129,6 +129,11 @@ def test_build_submission_int8_from_run_float32_export_and_int8_export(exports, 
     with zipfile.ZipFile(tmp_path / "f32.int8.zip") as zf:
         model_py = zf.read("model.py").decode()
     assert "decode=dequantize_arrays" in model_py and "# ---- BEGIN toolkit/int8.py" in model_py
+    from toolkit.gradcam import load_network  # simulate's Grad-CAM and --tta auto rebuild the zip's network in-process
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype(np.float32)
+    same = [np.asarray(load_network(tmp_path / f"{name}.zip").model.predict(x, verbose=0)) for name in ("f32.int8", "i8")]
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)  # quantized at build = quantized at export, bytes alike
     code, out = _cli("build-submission", base / "f32", "-o", tmp_path / "bad.zip", "--int8", "--fp16")
     assert code == 2 and not (tmp_path / "bad.zip").exists()
     code, out = _cli("build-submission", base / "f32", "-o", tmp_path / "bad.zip", "--int8", "--format", "keras")
