@@ -245,3 +245,29 @@ def test_simulate_shift_scores_each_member_on_every_corrupted_set(tmp_path):
         assert set(row["shift_by_family"]) == set(shift_suite.CORRUPTIONS)
         assert row["shifted"] == pytest.approx(np.mean(list(row["shift_by_family"].values())))
     assert table["members_mean"]["shifted"] == pytest.approx(np.mean([r["shifted"] for r in table["members"]]))
+
+
+def test_int8_members_dequantize_in_model_py_and_keep_the_ensemble_s_answers(tmp_path):
+    from toolkit.runtime.sandbox import run_submission
+
+    _base, exports = _exports()
+    profile = get_profile("local")
+    options = _options()
+    options.int8 = True
+    result = build_ensemble(exports, tmp_path / "q.zip", profile, options)
+    assert result.check.ok, result.check.issues
+    float_zip = build_ensemble(exports, tmp_path / "f.zip", profile, _options())
+    assert result.bytes < 0.5 * float_zip.bytes
+    members = result.manifest["members"]
+    assert result.manifest["int8"] and all(m["int8"] and m["quantization"]["argmax_agreement"] >= 0.95 for m in members)
+    with zipfile.ZipFile(tmp_path / "q.zip") as zf:
+        model_py = zf.read("model.py").decode()
+    assert "# ---- BEGIN toolkit/int8.py" in model_py and "decode=dequantize_arrays" in model_py
+    images = _images(16)
+    outcome = run_submission(tmp_path / "q.zip", profile, {"x": images})
+    assert outcome.status == "ok", outcome.failure
+    probs = _reference(exports, images)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 0.02  # int8 moves probabilities by ~1e-2 at most on these nets
+    assert clear.sum() >= len(images) // 2
+    np.testing.assert_array_equal(outcome.outputs["x"][clear], probs.argmax(1)[clear])

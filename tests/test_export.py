@@ -16,7 +16,7 @@ from toolkit.fsutil import sha256_file
 
 
 MANIFEST_KEYS = ("cbtool_export", "created", "run_dir", "formats", "fp16", "model", "versions", "preprocessing", "arch",
-                 "parity", "files", "notes", "partial")
+                 "parity", "files", "notes", "partial", "int8")
 
 
 @pytest.fixture(scope="module")

@@ -207,18 +207,24 @@ def weight_arrays(model, dtype=None):
     return arrays
 
 
-def save_weights_npz(model, path, dtype=None):
-    """Write every weight as a named array to `path` (an .npz readable by numpy alone)."""
+def save_weights_npz(model, path, dtype=None, encode=None):
+    """Write every weight as a named array to `path` (an .npz readable by numpy alone); `encode`, if given, maps the
+    arrays dict first (cbtool's int8 storage: toolkit/int8.py quantize_arrays)."""
     arrays = weight_arrays(model, dtype)
+    if encode is not None:
+        arrays = encode(arrays)
     arrays[_NPZ_MARKER] = np.asarray(ARCH_VERSION)
     with open(path, "wb") as handle:  # a handle, so numpy does not append ".npz" to the name
         np.savez(handle, **arrays)
 
 
-def load_weights_npz(model, path):
-    """Set `model`'s weights layer by layer from a `save_weights_npz` file; float16 arrays become float32."""
+def load_weights_npz(model, path, decode=None):
+    """Set `model`'s weights layer by layer from a `save_weights_npz` file; float16 arrays become float32. `decode`,
+    if given, maps the loaded arrays dict first (int8 kernels back to float: toolkit/int8.py dequantize_arrays)."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
+    if decode is not None:
+        arrays = decode(arrays)
     if _NPZ_MARKER not in arrays:
         raise ValueError(f"{path}: not a cbtool weights file (no '{_NPZ_MARKER}' entry)")
     arrays.pop(_NPZ_MARKER)

@@ -32,7 +32,8 @@ METHODS = {"fit": ("X", "y"), "predict": ("X",)}
 MODEL_PY_NAMES = frozenset({"os", "np", "tf", "keras", "ort", "json", "preprocess", "tta_views", "build_model",
                             "load_weights_npz", "save_weights_npz", "weight_arrays", "gelu_erf", "CLASS_NAMES", "MODEL_SPEC",
                             "INPUT_SIZE", "RESIZE", "WEIGHTS_FILE", "FORMAT", "TTA", "BATCH_SIZE", "TTA_VIEWS",
-                            "MEMBERS", "MEMBER"})
+                            "MEMBERS", "MEMBER", "SCALE_SUFFIX", "QMAX", "channel_axis", "quantize", "is_kernel",
+                            "quantize_arrays", "is_quantized", "dequantize_arrays"})
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ Formats (the files are `toolkit.artifacts.ExportDir`'s):
 - onnx: from the ONNX-friendly twin (erf GELU) via tf2onnx, opset 15, dynamic batch, checked with onnx.checker and
   onnxruntime: identical argmax and max abs diff <= 1e-4 on the probe, or the export fails.
 --fp16 stores the portable weight files as float16 (cast back to float32 at load); the agreement is recorded.
+--int8 stores weights.npz with per-channel symmetric int8 kernels (toolkit/int8.py; dequantized with numpy at load)
+and writes model.onnx through onnxruntime.quantization (dynamic, per-channel int8 MatMul/Gemm weights; ONNX_INT8_OPS
+says why the convolutions stay float32); model.weights.h5 and model.keras stay float32 (Keras reads no int8 file;
+model.py loads weights.npz). Lossy, so no 1e-5 gate: the parity entry records argmax agreement and max abs diff
+against the float32 network on the probe, and the bytes float32 vs int8; below INT8_MIN_AGREEMENT the export fails
+and suggests --fp16.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ ONNX_OPSET = 15
 ONNX_TOLERANCE = 1e-4
 RELOAD_TOLERANCE = 1e-5
 RUN_PROBE_TOLERANCE = 1e-4
+# int8 is lossy, so it is gated on argmax agreement with the float32 network on the probe, not on a tolerance. Per-channel
+# weight-only int8 moved a trained demo network's softmax by at most 2.3e-2 and flipped none of 800 argmaxes
+# (benchmarks/bench_int8.py); at the default 32 probe images one flip (0.969) passes and two (0.938) fail: a model that
+# loses 2 of 32 probe decisions to rounding has channels int8 cannot hold, and --fp16 is the safe size reduction then.
+INT8_MIN_AGREEMENT = 0.95
 
 
 @dataclass
@@ -54,6 +65,7 @@ class ExportResult(Result):
     files: dict
     notes: list[str]
     partial: dict | None = None  # `--partial`: the unfinished run's epochs_done, best_epoch, best_val_accuracy
+    int8: bool = False  # `--int8`: weights.npz kernels and model.onnx in int8 (parity holds the agreement)
 
     def manifest(self) -> dict:
         """The manifest.json document."""
@@ -72,11 +84,15 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, formats: list[str] | tuple = ("portable",),
-               fp16: bool = False, log: Callable[[str], None] | None = None, partial: bool = False) -> ExportResult:
+               fp16: bool = False, log: Callable[[str], None] | None = None, partial: bool = False,
+               int8: bool = False) -> ExportResult:
     """Export the run in `run_dir` to `export_dir` (replaced atomically); return the manifest as a result.
 
-    An unfinished run is refused unless `partial`: then its best weights so far are exported and the manifest says so."""
+    An unfinished run is refused unless `partial`: then its best weights so far are exported and the manifest says so.
+    `int8`: int8 kernels in weights.npz and a quantized model.onnx, refused below INT8_MIN_AGREEMENT on the probe."""
     log = log or (lambda _msg: None)
+    if fp16 and int8:
+        raise UsageError("--fp16 and --int8 are exclusive: choose one weight storage")
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     formats = [f for f in FORMATS if f in formats]
     run = _read_run(run_dir, partial)
@@ -106,8 +122,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, format
                 np.savez(out.probe, **run["probe"])
             else:
                 shutil.copy2(run_dir / name, out / name)
-        parity.update(_write_formats(model, family, run["spec"], out, formats, x, reference, fp16, log))
-        result = _manifest(run, run_dir, out, formats, fp16, parity, model, family)
+        parity.update(_write_formats(model, family, run["spec"], out, formats, x, reference, fp16, log, int8))
+        result = _manifest(run, run_dir, out, formats, fp16, parity, model, family, int8)
         write_json(out.manifest, result.manifest())
         _replace_dir(tmp, export_dir)
     finally:
@@ -117,18 +133,20 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, format
 
 
 def _write_formats(model, family: Family, spec: dict, out: ExportDir, formats: list[str], x: np.ndarray,
-                   reference: np.ndarray, fp16: bool, log: Callable[[str], None]) -> dict:
+                   reference: np.ndarray, fp16: bool, log: Callable[[str], None], int8: bool = False) -> dict:
     """Write each requested format into `out`; its parity numbers by format."""
     parity = {}
     if "portable" in formats:
-        log(f"writing portable weights ({out.keras_weights.name}, {out.weights('portable').name})")
-        parity["portable"] = _write_portable(model, family, spec, out, x, reference, fp16)
+        log(f"writing portable weights ({out.keras_weights.name}, {out.weights('portable').name})"
+            + (" with int8 kernels" if int8 else ""))
+        parity["portable"] = (_write_portable_int8(model, family, spec, out, x, reference) if int8 else
+                              _write_portable(model, family, spec, out, x, reference, fp16))
     if "keras" in formats:
         log(f"writing {out.weights('keras').name}")
         parity["keras"] = _write_keras(model, out.weights("keras"), x, reference)
     if "onnx" in formats:
-        log("converting to ONNX (tf2onnx) and checking with onnxruntime")
-        parity["onnx"] = _write_onnx(model, spec, out.weights("onnx"), x, reference)
+        log("converting to ONNX (tf2onnx) and checking with onnxruntime" + (", then quantizing to int8" if int8 else ""))
+        parity["onnx"] = _write_onnx(model, spec, out.weights("onnx"), x, reference, int8)
     return parity
 
 
@@ -250,6 +268,97 @@ def _write_portable(model, family: Family, spec: dict, out: ExportDir, x: np.nda
     return result
 
 
+def _write_portable_int8(model, family: Family, spec: dict, out: ExportDir, x: np.ndarray, reference: np.ndarray) -> dict:
+    """model.weights.h5 float32 (exact, checked as usual); weights.npz with int8 kernels, gated on argmax agreement."""
+    from toolkit.int8 import dequantize_arrays, quantize_arrays
+
+    arch = family.arch_module()
+    h5, npz = out.keras_weights, out.weights("portable")
+    model.save_weights(str(h5))
+    fresh = arch.build_model(spec)
+    fresh.load_weights(str(h5))
+    result = {"dtype": "int8", "weights_h5": _compare(reference, _predict(fresh, x))}
+    if result["weights_h5"]["max_abs_diff"] > RELOAD_TOLERANCE or result["weights_h5"]["argmax_agreement"] < 1.0:
+        raise ExportError(f"portable weights_h5: reloading changes the outputs ({result['weights_h5']})")
+    arrays = arch.weight_arrays(model)
+    quantized = quantize_arrays(arrays)
+    arch.save_weights_npz(model, str(npz), encode=lambda _arrays: quantized)
+    fresh = arch.build_model(spec)
+    arch.load_weights_npz(fresh, str(npz), decode=dequantize_arrays)
+    result["weights_npz"] = int8_agreement(reference, _predict(fresh, x), _array_bytes(arrays), _array_bytes(quantized),
+                                           npz.name)
+    return result
+
+
+def int8_agreement(reference: np.ndarray, outputs: np.ndarray, bytes_float32: int, bytes_int8: int, what: str) -> dict:
+    """The int8 parity entry (argmax agreement, max abs diff, bytes float32 vs int8); ExportError below the floor."""
+    found = _compare(reference, outputs)
+    found.update(min_agreement=INT8_MIN_AGREEMENT, bytes_float32=int(bytes_float32), bytes_int8=int(bytes_int8))
+    if found["argmax_agreement"] < INT8_MIN_AGREEMENT:
+        raise ExportError(f"{what}: int8 weights agree with float32 on {found['argmax_agreement']:.3f} of {found['n']} "
+                          f"probe images, below the int8 floor {INT8_MIN_AGREEMENT} (max abs diff "
+                          f"{found['max_abs_diff']:.2e}); use --fp16 instead (half the size, no measurable loss)")
+    return found
+
+
+def quantize_export(export_dir: str | os.PathLike, fmt: str, target: str | os.PathLike,
+                    log: Callable[[str], None] | None = None) -> Path:
+    """A copy of the float32 export `export_dir` at `target` whose `fmt` weights are int8, its manifest saying so.
+
+    portable: weights.npz quantized with toolkit/int8.py, scored in TensorFlow; onnx: model.onnx through
+    onnxruntime.quantization. The agreement is measured on the export's probe.npz against its float32 probabilities
+    and refused below INT8_MIN_AGREEMENT, as in `export --int8`."""
+    log = log or (lambda _msg: None)
+    source, out = ExportDir(Path(export_dir)), ExportDir(Path(target))
+    manifest = source.read_json(source.manifest, ExportError)
+    if manifest.get("fp16") or manifest.get("int8"):
+        raise ExportError(f"{source.path}: already {'float16' if manifest.get('fp16') else 'int8'}; --int8 quantizes a "
+                          "float32 export (re-export the run without --fp16)")
+    if fmt not in ("portable", "onnx"):
+        raise UsageError(f"--int8: the {fmt} format has no int8 form; use --format portable or onnx")
+    out.path.mkdir(parents=True)
+    for name in out.copied_from_run():  # the derived export holds only what a build of `fmt` reads
+        shutil.copy2(source.path / name, out.path / name)
+    if fmt == "onnx":
+        shutil.copy2(source.weights(fmt), out.weights(fmt))
+    probe = _read_probe(source.path, False)
+    prep = source.read_json(source.preprocessing, ExportError)
+    x = _probe_inputs({"preprocessing": prep, "spec": source.read_json(source.model_spec, ExportError), "probe": probe})
+    log(f"{source.path} is float32: quantizing its {out.weights(fmt).name} to int8 and scoring it on {len(x)} probe images")
+    if fmt == "onnx":
+        entry = _quantize_onnx(out.weights(fmt), x, probe["probs"])
+        manifest["parity"]["onnx"] = {"float32": manifest["parity"].get("onnx"), **entry}
+    else:
+        entry = _quantize_npz(source, out, x, probe["probs"])
+        manifest["parity"]["portable"] = {"dtype": "int8", "weights_npz": entry}
+    manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for p in sorted(out.path.iterdir()) if p.is_file() and p != out.manifest}
+    note = f"int8 {out.weights(fmt).name} quantized at build from the float32 export {source.path}"
+    manifest.update(int8=True, formats=[fmt], notes=[*manifest.get("notes", []), note])
+    write_json(out.manifest, manifest)
+    return out.path
+
+
+def _quantize_npz(source: ExportDir, out: ExportDir, x: np.ndarray, reference: np.ndarray) -> dict:
+    from toolkit.families import build_model, family_of
+    from toolkit.int8 import dequantize_arrays, quantize_arrays
+
+    spec = source.read_json(source.model_spec, ExportError)
+    with np.load(source.weights("portable"), allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    quantized = quantize_arrays(arrays)
+    with open(out.weights("portable"), "wb") as handle:  # a handle, so numpy does not append ".npz"
+        np.savez(handle, **quantized)
+    model = build_model(spec)
+    family_of(spec["variant"]).arch_module().load_weights_npz(model, str(out.weights("portable")), decode=dequantize_arrays)
+    return int8_agreement(reference, _predict(model, x), _array_bytes(arrays), _array_bytes(quantized),
+                          out.weights("portable").name)
+
+
+def _array_bytes(arrays: dict) -> int:
+    return sum(int(np.asarray(v).nbytes) for v in arrays.values())
+
+
 def _h5_to_float16(path: Path) -> None:
     """Rewrite a Keras .weights.h5 with every float32 dataset as float16 (Keras casts back to the variable dtype).
 
@@ -285,13 +394,15 @@ def _write_keras(model, path: Path, x: np.ndarray, reference: np.ndarray) -> dic
     return result
 
 
-def _write_onnx(model, spec: dict, path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
+def _write_onnx(model, spec: dict, path: Path, x: np.ndarray, reference: np.ndarray, int8: bool = False) -> dict:
     started = time.perf_counter()
     _convert_onnx(model, spec, path)
     convert_s = time.perf_counter() - started
     outputs = _run_onnx(path, x)
     result = _compare(reference, outputs)
     result.update(opset=ONNX_OPSET, tolerance=ONNX_TOLERANCE, convert_seconds=round(convert_s, 2), converter="tf2onnx")
+    if int8 and result["argmax_agreement"] == 1.0 and result["max_abs_diff"] <= ONNX_TOLERANCE:
+        return {"float32": result, **_quantize_onnx(path, x, reference)}
     if result["argmax_agreement"] < 1.0 or result["max_abs_diff"] > ONNX_TOLERANCE:
         raise ExportError(f"{path.name} fails the onnxruntime parity check on {result['n']} probe images: argmax "
                           f"agreement {result['argmax_agreement']:.3f}, max abs diff {result['max_abs_diff']:.2e} "
@@ -327,6 +438,42 @@ def _convert_onnx(model, spec: dict, path: Path) -> None:
         raise ExportError(f"{path.name} written by tf2onnx fails onnx.checker: {exc}") from exc
 
 
+def _quantize_onnx(path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
+    """Replace the float32 model.onnx (parity-checked) by onnxruntime.quantization's dynamic int8 model (ONNX_INT8_METHOD:
+    per-channel symmetric int8 weights of the MatMul/Gemm layers, activations quantized per batch at run time)."""
+    tmp = path.with_name(path.name + ".int8.tmp")
+    quantize_onnx_file(path, tmp)
+    bytes_float32, bytes_int8 = path.stat().st_size, tmp.stat().st_size
+    os.replace(tmp, path)
+    found = int8_agreement(reference, _run_onnx(path, x), bytes_float32, bytes_int8, f"{path.name} (int8)")
+    return {**found, "dtype": "int8", "quantization": ONNX_INT8_METHOD}
+
+
+# Measured on convnext_tiny at 96 px, one thread, best of 3 interleaved fresh processes on 2 shared cores (load 5-7;
+# single passes varied up to 3x), images/s (CPU ms per image): float32 Keras 21.4 (20.1), float32 ORT 19.1 (27.9);
+# quantize_dynamic on every op ~7 (53: ORT's ConvInteger has no fast grouped kernel for the 7x7 depthwise
+# convolutions, so it is slower than float32); on MatMul only, per-channel 23.2 (18.2), per-tensor 21.6 (17.5); static
+# QDQ calibrated on the probe 24.6 (15.6). Static is within noise of dynamic but takes its activation ranges from a few
+# probe images (clipping other images'), so the dynamic MatMul/Gemm form is used: no calibration, ranges per batch, and
+# the pointwise Dense layers it quantizes hold most of the weights and ~70% of ORT's time.
+ONNX_INT8_OPS = ("MatMul", "Gemm")
+ONNX_INT8_METHOD = f"onnxruntime.quantization.quantize_dynamic(per_channel=True, weight_type=QInt8, op_types_to_quantize={list(ONNX_INT8_OPS)})"
+
+
+def quantize_onnx_file(source: Path, target: Path) -> None:
+    """ONNX_INT8_METHOD from `source` to `target` (removed again if the quantizer fails); convolutions stay float32."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise ExportError(f"--int8 with onnx needs onnxruntime.quantization ({exc})") from exc
+    try:
+        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(ONNX_INT8_OPS))
+    except Exception as exc:  # the quantizer raises many types; the message is what matters
+        Path(target).unlink(missing_ok=True)
+        raise ExportError(f"onnxruntime.quantization could not quantize {source.name}: {type(exc).__name__}: {exc}") from exc
+
+
 def _name_io(proto) -> None:
     """Give the graph stable names: input "image" with batch dim "batch", output "probs"."""
     graph = proto.graph
@@ -352,7 +499,7 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _manifest(run: dict, run_dir: Path, out: ExportDir, formats: list[str], fp16: bool, parity: dict, model,
-              family: Family) -> ExportResult:
+              family: Family, int8: bool = False) -> ExportResult:
     from toolkit.provenance import preprocessing_sha256
 
     current = preprocessing_sha256()
@@ -364,6 +511,9 @@ def _manifest(run: dict, run_dir: Path, out: ExportDir, formats: list[str], fp16
     if fp16 and set(formats) & {"keras", "onnx"}:
         notes.append(f"--fp16 applies to the portable weight files; {artifacts.weights_file('keras')} and "
                      f"{artifacts.weights_file('onnx')} stay float32")
+    if int8 and set(formats) & {"portable", "keras"}:
+        notes.append(f"--int8 applies to {artifacts.weights_file('portable')} and {artifacts.weights_file('onnx')}; "
+                     f"{ExportDir(out.path).keras_weights.name} and {artifacts.weights_file('keras')} stay float32")
     if recorded != current:
         notes.append("toolkit/preprocessing.py changed since training: its sha256 differs from the run's")
     if run["partial"] is not None:
@@ -386,6 +536,7 @@ def _manifest(run: dict, run_dir: Path, out: ExportDir, formats: list[str], fp16
         files=files,
         notes=notes,
         partial=run["partial"],
+        int8=int8,
     )
 
 

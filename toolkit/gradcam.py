@@ -114,9 +114,10 @@ def _rebuild(spec: dict, fmt: str, weights: Path):
 
         return keras.models.load_model(weights, compile=False)
     from toolkit.families import build_model, family_of
+    from toolkit.int8 import dequantize_arrays  # an int8 zip's kernels; a float file passes through unchanged
 
     model = build_model(spec)
-    family_of(spec["variant"]).arch_module().load_weights_npz(model, weights)
+    family_of(spec["variant"]).arch_module().load_weights_npz(model, weights, decode=dequantize_arrays)
     return model
 
 

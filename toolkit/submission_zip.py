@@ -130,7 +130,7 @@ class SubmissionZip:
             biggest = max(self.infos, key=lambda i: i.file_size, default=None)
             detail = f"; largest entry {biggest.filename} {biggest.file_size / MIB:.1f} MiB" if biggest else ""
             issues.append(Issue("too_large", self.path.name, "", f"at most {float(size_limit_mb):g} MiB (the upload limit profile "
-                                f"{profile_name} assumes; try --fp16 or a smaller variant)", f"{size_mb:.2f} MiB{detail}"))
+                                f"{profile_name} assumes; try --fp16, --int8 or a smaller variant)", f"{size_mb:.2f} MiB{detail}"))
         unpacked_mb = self.unpacked_bytes / MIB
         if unpacked_mb > float(unpacked_limit_mb):
             issues.append(Issue("too_large_unpacked", self.path.name, "", f"at most {float(unpacked_limit_mb):g} MiB once "

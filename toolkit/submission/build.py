@@ -53,6 +53,7 @@ class BuildOptions:
     batch_size: int = 64
     partial: bool = False  # a run dir still training (or interrupted): export its best weights so far
     auto: AutoOptions | None = None  # `--tta auto`: the validation data the mode is chosen on
+    int8: bool = False  # int8 kernels (portable weights.npz) or a quantized model.onnx; agreement in the manifest
     member_tta: tuple[str, ...] | None = None  # an ensemble: one TTA mode per member (else `tta` for every member)
     weights: tuple[float, ...] | None = None  # an ensemble: the members' weights (normalised to sum 1; default equal)
 
@@ -65,6 +66,7 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="cbtool-build-") as tmp:
         export_dir = _export_dir(source, Path(tmp) / "export", options, log)
+        export_dir = _int8_export(export_dir, Path(tmp) / "int8", options, log)
         exported = _read_export(export_dir, options.fmt)
         choice = _measure_tta(source, export_dir, exported, profile, options, Path(tmp), log) if options.tta == AUTO else None
         if choice:
@@ -91,7 +93,9 @@ def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, o
         for index, source in enumerate(sources, 1):
             log(f"member {index} of {len(sources)}: {source}")
             export_dir = _export_dir(source, Path(tmp) / f"export{index}", options, log)
+            export_dir = _int8_export(export_dir, Path(tmp) / f"int8_{index}", options, log)
             members.append((source, export_dir, _read_export(export_dir, options.fmt)))
+        int8 = any(_int8(exported, options.fmt) for _s, _e, exported in members)
         classes = _common_classes(members)
         entries = [{"name": member_name(i), "spec": exported["spec"],
                     "input_size": int(exported["preprocessing"]["input_size"]),
@@ -101,8 +105,8 @@ def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, o
         from toolkit import __version__
 
         files = {SUBMISSION_FILES.MODEL_PY: render_ensemble_model_py(entries, classes, profile=profile, fmt=options.fmt,
-                                                                     batch_size=options.batch_size,
-                                                                     version=__version__).encode("utf-8")}
+                                                                     batch_size=options.batch_size, version=__version__,
+                                                                     int8=int8).encode("utf-8")}
         if profile.contract.metadata:
             files[SUBMISSION_FILES.METADATA] = b""
         for entry, (_source, export_dir, _exported) in zip(entries, members):
@@ -167,6 +171,8 @@ def _ensemble_manifest(members: list, entries: list[dict], classes: list[str], p
             "model_spec_sha256": sha256_bytes(json.dumps(exported["spec"], sort_keys=True).encode()),
             "versions": {k: v for k, v in export_manifest.get("versions", {}).items() if k in ("tensorflow", "keras", "numpy", "cbtool")},
             "training": run_training_record(export_manifest.get("run_dir")),
+            "int8": _int8(exported, options.fmt),
+            **({"quantization": _quantization(export_manifest, options.fmt)} if _int8(exported, options.fmt) else {}),
             **({"partial": export_manifest["partial"]} if export_manifest.get("partial") else {}),
         })
     records = [m["training"] for m in listed]
@@ -177,6 +183,7 @@ def _ensemble_manifest(members: list, entries: list[dict], classes: list[str], p
         "profile": profile_entry(profile),
         "format": options.fmt, "tta": None, "tta_views": None,  # per member
         "fp16": bool(options.fp16),
+        "int8": any(m["int8"] for m in listed),  # each member's own `int8` and `quantization` say which
         "batch_size": int(options.batch_size),
         "model": {"ensemble": len(listed), "num_classes": len(classes),
                   "input_layer": layers.pop() if len(layers) == 1 else None},
@@ -225,6 +232,22 @@ def _validate_options(options: BuildOptions) -> None:
         raise SubmissionError(f"--tta: expected one of {', '.join(TTA_CHOICES)}, {AUTO}, found {options.tta!r}")
     if int(options.batch_size) < 1:
         raise SubmissionError(f"--batch-size: expected a positive integer, found {options.batch_size}")
+    if options.int8 and (options.fp16 or options.fmt == "keras"):
+        raise UsageError(f"--int8: {'--fp16 is another weight storage' if options.fp16 else 'model.keras has no int8 form'}"
+                         "; use --int8 alone with --format portable or onnx")
+
+
+def _int8_export(export_dir: Path, scratch: Path, options: BuildOptions, log: Callable[[str], None]) -> Path:
+    """With --int8, an export dir whose weights are int8: as is if already, else quantized from float32 into scratch."""
+    if ExportDir(export_dir).read_json(ExportDir(export_dir).manifest, SubmissionError).get("int8") and options.fmt != "keras":
+        if options.fp16:
+            raise SubmissionError(f"{export_dir}: an int8 export (its manifest says so); --fp16 does not apply to it")
+        return export_dir
+    if not options.int8:
+        return export_dir
+    from toolkit.export import quantize_export
+
+    return quantize_export(export_dir, options.fmt, scratch, log)
 
 
 def _export_dir(source: Path, scratch: Path, options: BuildOptions, log: Callable[[str], None]) -> Path:
@@ -241,7 +264,7 @@ def _export_dir(source: Path, scratch: Path, options: BuildOptions, log: Callabl
                               "and pass the export dir instead") from exc
     log(f"{source} is a run dir: exporting it ({options.fmt}) first")
     export_run(source, scratch, [options.fmt], fp16=options.fp16 and options.fmt == "portable", log=log,
-               partial=options.partial)
+               partial=options.partial, int8=options.int8)
     return scratch
 
 
@@ -274,7 +297,7 @@ def _payload(export_dir: Path, exported: dict, profile: Profile, options: BuildO
 
     files = {SUBMISSION_FILES.MODEL_PY: render_model_py(exported["spec"], exported["classes"], exported["preprocessing"], profile=profile,
                                          fmt=options.fmt, tta=options.tta, batch_size=options.batch_size,
-                                         version=__version__).encode("utf-8")}
+                                         version=__version__, int8=_int8(exported, options.fmt)).encode("utf-8")}
     if profile.contract.metadata:
         files[SUBMISSION_FILES.METADATA] = b""
     files[ExportDir(export_dir).weights(options.fmt).name] = _weights_bytes(export_dir, options)
@@ -315,6 +338,8 @@ def _manifest(source: Path, exported: dict, profile: Profile, options: BuildOpti
         "profile": profile_entry(profile),
         "format": options.fmt, "tta": options.tta, "tta_views": TTA_VIEWS[options.tta],
         "fp16": bool(options.fp16 or exported["export_manifest"].get("fp16")),
+        "int8": _int8(exported, options.fmt),
+        **({"quantization": _quantization(exported["export_manifest"], options.fmt)} if _int8(exported, options.fmt) else {}),
         "batch_size": int(options.batch_size),
         "model": _model_entry(exported["spec"]),
         "classes": exported["classes"],
@@ -332,6 +357,20 @@ def _preprocessing_entry(exported: dict) -> dict:
     prep = exported["preprocessing"]
     return {"run_sha256": prep.get("source_sha256"), "input_size": prep.get("input_size"),
             "resize": prep.get("resize", "bilinear")}
+
+
+def _int8(exported: dict, fmt: str) -> bool:
+    """Whether the zip's weights are int8: an int8 export's weights.npz or model.onnx (its model.keras stays float32)."""
+    return bool(exported["export_manifest"].get("int8")) and fmt != "keras"
+
+
+def _quantization(export_manifest: dict, fmt: str) -> dict:
+    """The manifest's `quantization` block: the export's int8 agreement with float32 on its probe images."""
+    parity = export_manifest.get("parity", {}).get(fmt, {})
+    entry = parity.get("weights_npz", {}) if fmt == "portable" else parity
+    keys = ("n", "argmax_agreement", "max_abs_diff", "min_agreement", "bytes_float32", "bytes_int8")
+    return {"method": "toolkit/int8.py per-channel symmetric" if fmt == "portable" else entry.get("quantization"),
+            **{k: entry.get(k) for k in keys}}
 
 
 def profile_entry(profile: Profile) -> dict:

@@ -34,6 +34,9 @@ _LOAD = {
              "        self.input_name = self.session.get_inputs()[0].name"),
     "foreign": _KERAS_LOAD,
 }
+# --int8 (portable): weights.npz holds int8 kernels, dequantized by the embedded toolkit/int8.py
+_INT8_LOAD = ("        self.net = build_model(MODEL_SPEC)\n"
+              "        load_weights_npz(self.net, os.path.join(base, WEIGHTS_FILE), decode=dequantize_arrays)")
 _FORWARD = {
     "portable": _KERAS_FORWARD, "keras": _KERAS_FORWARD, "foreign": _KERAS_FORWARD,
     "onnx": "        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64)",
@@ -46,14 +49,18 @@ _LOAD_MEMBER = {
     "keras": "    return keras.models.load_model(os.path.join(base, member[\"weights_file\"]), compile=False)",
     "onnx": "    return ort.InferenceSession(os.path.join(base, member[\"weights_file\"]), providers=[\"CPUExecutionProvider\"])",
 }
+_INT8_LOAD_MEMBER = ("    net = build_model(member[\"spec\"])\n"
+                     "    load_weights_npz(net, os.path.join(base, member[\"weights_file\"]), decode=dequantize_arrays)\n"
+                     "    return net")
 _NET_FORWARD = ("    y = net(x, training=False)\n"
                 "    return np.asarray(y.numpy() if hasattr(y, \"numpy\") else y, dtype=np.float64)")
 _FORWARD_NET = {"portable": _NET_FORWARD, "keras": _NET_FORWARD,
                 "onnx": "    return np.asarray(net.run(None, {net.get_inputs()[0].name: x})[0], dtype=np.float64)"}
 _IMPORTS = {"portable": "", "keras": _KERAS_IMPORTS, "onnx": "import onnxruntime as ort\n", "foreign": _KERAS_IMPORTS}
 _BLOCKS_TEXT = ("The marked blocks below are verbatim copies of cbtool's toolkit/preprocessing.py, toolkit/tta.py (and, for the\n"
-                "portable format, the model family's architecture file), with their sha256 on the marker lines.\n"
-                "`cbtool validate-preprocessing` proves this file feeds the network the same bytes as training.")
+                "portable format, the model family's architecture file and, with int8 weights, toolkit/int8.py), with their\n"
+                "sha256 on the marker lines. `cbtool validate-preprocessing` proves this file feeds the network the same\n"
+                "bytes as training.")
 _FOREIGN_BLOCKS_TEXT = ("The marked blocks below are the preprocessing declared at build (`--preprocess {spec}`, verbatim) and\n"
                         "cbtool's toolkit/tta.py, with their sha256 on the marker lines. The network is the notebook's model\n"
                         "re-expressed for this runtime's Keras and proved to match the original within {atol:g} on probe images.\n"
@@ -76,25 +83,30 @@ def extract_blocks(model_py: str) -> dict[str, dict]:
 
 
 def render_model_py(spec: dict, classes: list[str], preprocessing: dict, *, profile, fmt: str, tta: str,
-                    batch_size: int, version: str) -> str:
-    """The text of model.py for this model, the profile's contract, the weight format and TTA."""
+                    batch_size: int, version: str, int8: bool = False) -> str:
+    """The text of model.py for this model, the profile's contract, the weight format and TTA; `int8`: the portable
+    weights.npz holds int8 kernels (toolkit/int8.py embedded to dequantize them; an int8 model.onnx needs nothing)."""
     if fmt not in FORMATS:
         raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     values = {
         "VARIANT": str(spec.get("variant", "model")), "FORMAT": fmt,
         "MODEL_CONSTANTS": _constants(spec, int(preprocessing["input_size"]), str(preprocessing.get("resize", "bilinear")),
                                       FORMATS[fmt]),
-        "EMBEDDED": _embedded(embedded_sources(spec, fmt)), "BLOCKS_TEXT": _BLOCKS_TEXT,
+        "EMBEDDED": _embedded(embedded_sources(spec, fmt, int8)), "BLOCKS_TEXT": _BLOCKS_TEXT,
         "PREPROCESS_CALL": "preprocess(x[start:start + BATCH_SIZE], INPUT_SIZE, RESIZE)",
     }
+    if int8 and fmt == "portable":
+        values["LOAD"] = _INT8_LOAD
     return _render(values, classes, profile=profile, tta=tta, batch_size=batch_size, version=version)
 
 
 def render_ensemble_model_py(members: list[dict], classes: list[str], *, profile, fmt: str, batch_size: int,
-                             version: str) -> str:
+                             version: str, int8: bool = False) -> str:
     """model.py averaging several cbtool networks. `members`: dicts with name, spec, input_size, resize, weights_file
     (in the zip), tta and weight (the weights sum to 1), in the manifest's order. Every family's architecture is one
-    embedded file, so the blocks are the single model's; the class is templates/ensemble.py.tmpl."""
+    embedded file, so the blocks are the single model's; the class is templates/ensemble.py.tmpl. `int8`: some
+    member's weights.npz holds int8 kernels (every portable member then loads through dequantize_arrays, which leaves
+    float files as they are)."""
     if fmt not in FORMATS:
         raise SubmissionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     for member in members:
@@ -104,7 +116,7 @@ def render_ensemble_model_py(members: list[dict], classes: list[str], *, profile
     listing = ",\n".join("    " + repr(_plain({k: m[k] for k in keys})) for m in members)
     sources = []
     for member in members:
-        sources += [n for n in embedded_sources(member["spec"], fmt) if n not in sources]
+        sources += [n for n in embedded_sources(member["spec"], fmt, int8) if n not in sources]
     variants = ", ".join(str(m["spec"].get("variant")) for m in members)
     values = {
         "VARIANT": f"ensemble of {len(members)} ({variants})", "FORMAT": fmt,
@@ -114,6 +126,8 @@ def render_ensemble_model_py(members: list[dict], classes: list[str], *, profile
                             "scores each member this way)"),
         "EMBEDDED": _embedded(sources), "BLOCKS_TEXT": _BLOCKS_TEXT, "PREPROCESS_CALL": "",
     }
+    if int8 and fmt == "portable":
+        values["LOAD_MEMBER"] = _INT8_LOAD_MEMBER
     return _render(values, classes, profile=profile, tta=None, batch_size=batch_size, version=version,
                    tta_text="per member (" + ", ".join(m["tta"] for m in members) + ")")
 
@@ -159,8 +173,8 @@ def _render(values: dict[str, str], classes: list[str], *, profile, tta: str | N
         "CLASS_NAME": contract.class_name, "CONTRACT_TEXT": contract.describe(),
         "INIT_ARGS": ", ".join(("self", *contract.init_args)),
         "BASE_DIR": "os.path.abspath(path)" if contract.takes_path else "os.path.dirname(os.path.abspath(__file__))",
-        "LOAD": _LOAD[fmt], "FORWARD": _FORWARD[fmt], "PREPROCESS_CALL": values["PREPROCESS_CALL"],
-        "LOAD_MEMBER": _LOAD_MEMBER.get(fmt, ""), "FORWARD_NET": _FORWARD_NET.get(fmt, ""),
+        "LOAD": values.get("LOAD", _LOAD[fmt]), "FORWARD": _FORWARD[fmt], "PREPROCESS_CALL": values["PREPROCESS_CALL"],
+        "LOAD_MEMBER": values.get("LOAD_MEMBER", _LOAD_MEMBER.get(fmt, "")), "FORWARD_NET": _FORWARD_NET.get(fmt, ""),
     })
     return _fill((TEMPLATE_DIR / "model.py.tmpl").read_text(encoding="utf-8"), values)
 
@@ -175,13 +189,14 @@ def _class_line(contract) -> str:
     return f"{contract.class_name}({args}){where}"
 
 
-def embedded_sources(spec: dict, fmt: str) -> list[str]:
-    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the family's architecture."""
+def embedded_sources(spec: dict, fmt: str, int8: bool = False) -> list[str]:
+    """The toolkit files model.py carries verbatim: preprocessing, TTA views, and (portable) the family's architecture,
+    plus with `int8` the int8 weights format."""
     if fmt != "portable":
         return ["preprocessing.py", "tta.py"]
     from toolkit.families import family_of
 
-    return ["preprocessing.py", "tta.py", family_of(str(spec.get("variant"))).arch_source]
+    return ["preprocessing.py", "tta.py", family_of(str(spec.get("variant"))).arch_source, *(["int8.py"] if int8 else [])]
 
 
 def _embedded(names: list[str]) -> str:
