@@ -215,6 +215,8 @@ def _timing_table(result: SimulateResult) -> Table | None:
     if timing.get("images_within_limit") is not None:
         notes.append(f"at this rate the time limit allows about {timing['images_within_limit']:,} images in predict "
                      "(on this machine; the grader's may be slower)")
+    if result.predict_s_per_image is not None:  # the grader's own predict pass: TTA and every member included
+        notes.append(f"predict {result.predict_s_per_image:.4f} s/image (TTA and members included); about {result.images_within_time_limit:,} images fit the {limits.get('time_limit_s'):g} s this profile assumes")
     html_notes = [limits["note"]] if limits.get("note") else []
     return Table("timing", "Time and memory", ["measure", "value"], rows, notes=notes, html_notes=html_notes)
 

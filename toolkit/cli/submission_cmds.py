@@ -55,12 +55,18 @@ from toolkit.tta import TTA_VIEWS
 @click.option("--strip-augmentation", is_flag=True, help="With --from-keras: remove Random*/augmentation layers (proved pass-through).")
 @click.option("--data", "probe_data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --from-keras: an npz whose first images are the parity probes (default: seeded random images).")
+@click.option("--plan", "plan_images", type=click.IntRange(min=1), default=None, metavar="N", help="Before building, "
+              "estimate the grader's total time for N images (import + load + N x the members' forward passes with "
+              "their TTA views), timed in the profile's runtime on this machine (cached); refuse above the profile's "
+              "time limit unless --force. The grader's machine may differ.")
+@click.option("--force", is_flag=True, help="Write the zip even above the profile's size limit (or --plan's time "
+              "limit); check then reports it as a warning.")
 def build_command(out: Output, sources, output, profile_name, profiles_file, fmt, tta, member_weights, tta_data, tta_images,
                   tta_shift, allow_pickle, fp16, int8, batch_size, partial, from_keras, preprocess, strip_augmentation,
-                  probe_data) -> Result:
+                  probe_data, plan_images, force) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.runtime.profiles import get_profile
-    from toolkit.submission.build import BuildOptions, build_ensemble, build_submission
+    from toolkit.submission.build import BuildOptions, build_ensemble, build_submission, describe_budget
     from toolkit.submission.check import render
     from toolkit.submission.from_keras import FromKerasOptions, build_from_keras
     from toolkit.submission.keras_target import describe_conversion
@@ -81,18 +87,26 @@ def build_command(out: Output, sources, output, profile_name, profiles_file, fmt
     skip = ensemble and tta_data is None and tta_shift is None
     auto = None if skip else _auto_options(tta, tta_data, tta_images, tta_shift, allow_pickle, from_keras)
     profile = get_profile(profile_name, profiles_file)
+    plan = _time_plan(out, list(sources) if plan_images else [], plan_images, profile, list(member_tta or [tta]), fmt,
+                      batch_size, force, from_keras)
     if from_keras is not None:
-        options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size)
+        options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size, force=force)
         result = build_from_keras(from_keras, output, profile, options, log=out.info)
     elif ensemble:
-        options = BuildOptions(fmt, tta, fp16, batch_size, partial, auto, member_tta=member_tta, int8=int8,
+        options = BuildOptions(fmt, tta, fp16, batch_size, partial, auto, member_tta=member_tta, int8=int8, force=force,
                                weights=_parse_weights(member_weights))
         result = build_ensemble(sources, output, profile, options, log=out.info)
     else:
         result = build_submission(sources[0], output, profile,
-                                  BuildOptions(fmt, tta, fp16, batch_size, partial, auto, int8=int8), log=out.info)
+                                  BuildOptions(fmt, tta, fp16, batch_size, partial, auto, int8=int8, force=force),
+                                  log=out.info)
+    result.plan = plan.to_dict() if plan else None
     files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
     human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n"
+    human += describe_budget(result.budget) + "\n" if result.budget else ""
+    human += (f"plan: about {plan.total_s:,.0f} s for {plan.n_images:,} images, {plan.time_limit_s:g} s this profile "
+              f"assumes ({'within' if plan.within_limit else 'OVER, built because of --force'}); the grader's machine "
+              "may differ\n") if plan else ""
     human += _int8_line(result.manifest)
     human += (describe_conversion(result.conversion) + "\n" if result.conversion else "")
     human += (describe_tta_choice(result.tta_choice) + "\n" if result.tta_choice else "") + render(result.check)
@@ -118,6 +132,26 @@ def _int8_line(manifest: dict) -> str:
         return ""
     return (f"int8 weights: argmax agreement with float32 {q['argmax_agreement']:.3f} on {q['n']} probe images, max abs "
             f"diff {q['max_abs_diff']:.2e} (floor {q['min_agreement']})\n")
+
+
+def _time_plan(out: Output, sources: list, n_images: int | None, profile, tta: list[str], fmt: str,
+               batch_size: int, force: bool, from_keras):
+    """--plan N: the time plan of the members, printed before building; over the time limit it refuses unless --force."""
+    from toolkit.errors import SubmissionError, UsageError
+    from toolkit.submission.plan import describe, member_from_dir, over_limit_message, plan_submission
+
+    if n_images is None:
+        return None
+    if from_keras is not None:
+        raise UsageError("--plan times cbtool networks (SOURCE run or export dirs); it cannot plan --from-keras")
+    modes = ["d4" if m == AUTO else m for m in (tta if len(tta) == len(sources) else tta[:1] * len(sources))]
+    # --tta auto chooses after the plan: plan the heaviest mode
+    plan = plan_submission([member_from_dir(s, m, fmt) for s, m in zip(sources, modes)], n_images, profile, batch_size,
+                           log=out.info)
+    out.info(describe(plan) + (" (--tta auto: planned with d4, the heaviest mode)" if AUTO in tta else ""))
+    if not plan.within_limit and not force:
+        raise SubmissionError(over_limit_message(plan))
+    return plan
 
 
 def _auto_options(tta: str, data: Path | None, images: int, shift: str | None, allow_pickle: bool, from_keras):

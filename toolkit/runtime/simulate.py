@@ -71,6 +71,8 @@ class SimulateResult(Result):
     predictions: list[int] | None = None  # the scored clean predictions, per held-out image (the report's error sheet)
     tta_comparison: dict | None = None  # --compare-tta: {modes: {mode: {clean, shifted, views}}, submission, best, reason}
     members: dict | None = None  # an ensemble: {members: [{name, variant, clean, shifted, ...}], ensemble, members_mean}
+    predict_s_per_image: float | None = None  # the grader's own predict pass / its images (TTA and every member included)
+    images_within_time_limit: int | None = None  # images that fit the time limit after import + load (+ fit), at that rate
 
     @property
     def ok(self) -> bool:
@@ -223,6 +225,7 @@ def _judge(result: SimulateResult, run: _Run, plan: Plan, data, profile: Profile
     """The outcome against the contract and the time limit, then the scores."""
     outcome = run.outcome
     result.timing = _timing(outcome, plan, run.wall, result.limits["time_limit_s"])
+    result.predict_s_per_image, result.images_within_time_limit = _budget(result.timing, plan, result.limits["time_limit_s"])
     result.peak_memory_mb = outcome.peak_memory_mb
     result.sandbox = {"python": outcome.python, "network_blocked": outcome.network_blocked, "stdout_tail": outcome.stdout_tail,
                       "cwd": outcome.cwd, "relative_paths": list(outcome.relative_paths)}
@@ -324,6 +327,16 @@ def _timing(outcome, plan: Plan, wall: float, time_limit: float) -> dict:
     if any(k.startswith(ensemble.PREFIX) for k in plan.overrides):
         out["members_predict_s"] = sum(predict[k] for k in extra if k.startswith(ensemble.PREFIX))
     return out
+
+
+def _budget(timing: dict, plan: Plan, time_limit: float) -> tuple[float | None, int | None]:
+    """(seconds per image of the grader's own predict, images that fit the limit after its fixed costs)."""
+    graded, n = (timing.get("predict_s") or {}).get(plan.graded), plan.n(plan.graded)
+    if graded is None or n < 1 or graded <= 0:
+        return None, None
+    per_image = graded / n
+    fixed = sum(timing.get(k) or 0.0 for k in ("import_s", "load_s", "fit_s"))
+    return per_image, int(max(0.0, time_limit - fixed) / per_image)
 
 
 def _over_time(timing: dict, limit: float) -> dict | None:

@@ -43,6 +43,8 @@ class BuildResult(Result):
     check: CheckReport
     conversion: dict | None = None  # `--from-keras`: config changes, stripped layers, parity in the target runtime
     tta_choice: dict | None = None  # `--tta auto`: the measured scores and the mode chosen (also in the manifest)
+    budget: dict | None = None  # the zip's bytes against the profile's size limit (`size_budget`)
+    plan: dict | None = None  # `--plan N`: the time plan made before building (toolkit.submission.plan.TimePlan)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class BuildOptions:
     int8: bool = False  # int8 kernels (portable weights.npz) or a quantized model.onnx; agreement in the manifest
     member_tta: tuple[str, ...] | None = None  # an ensemble: one TTA mode per member (else `tta` for every member)
     weights: tuple[float, ...] | None = None  # an ensemble: the members' weights (normalised to sum 1; default equal)
+    force: bool = False  # write the zip even above the profile's size limit (the check then warns)
 
 
 def build_submission(source: str | os.PathLike, output: str | os.PathLike, profile: Profile,
@@ -75,7 +78,7 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
         manifest = _manifest(source, exported, profile, options, files)
         if choice:
             manifest["tta_choice"] = choice
-    result = finish_zip(output, files, manifest, profile, log)
+    result = finish_zip(output, files, manifest, profile, log, force=options.force)
     result.tta_choice = choice
     return result
 
@@ -112,7 +115,7 @@ def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, o
         for entry, (_source, export_dir, _exported) in zip(entries, members):
             files[entry["weights_file"]] = _weights_bytes(export_dir, options)
         manifest = _ensemble_manifest(members, entries, classes, profile, options, files)
-    return finish_zip(output, files, manifest, profile, log)
+    return finish_zip(output, files, manifest, profile, log, force=options.force)
 
 
 def _member_settings(sources: list[Path], options: BuildOptions) -> tuple[list[str], list[float]]:
@@ -213,16 +216,62 @@ def _measure_tta(source: Path, export_dir: Path, exported: dict, profile: Profil
 
 
 def finish_zip(output: str | os.PathLike, files: dict[str, bytes], manifest: dict, profile: Profile,
-               log: Callable[[str], None], conversion: dict | None = None) -> BuildResult:
-    """Add manifest.json to `files`, write the deterministic zip, and `check` it against the profile."""
+               log: Callable[[str], None], conversion: dict | None = None, force: bool = False) -> BuildResult:
+    """Add manifest.json to `files`, write the deterministic zip, and `check` it against the profile. Above the
+    profile's size limit nothing is left at `output` (SubmissionError naming what would help) unless `force`."""
     from toolkit.submission.check import check_submission
 
     files[SUBMISSION_FILES.MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    _write_zip(Path(output), files)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".cbtool-zip-", dir=Path(output).parent) as tmp:
+        staged = Path(tmp) / Path(output).name
+        _write_zip(staged, files)
+        budget = size_budget(staged.stat().st_size, profile, forced=force)
+        if budget["over"] and not force:
+            raise SubmissionError(over_size_message(output, budget, manifest))
+        os.replace(staged, output)
     log(f"wrote {output} ({Path(output).stat().st_size / 2**20:.2f} MiB); checking it against {profile.name}")
+    if budget["over"]:
+        log(f"--force: wrote {output} although it is over the {budget['limit_mb']:g} MiB this profile ({profile.name}) assumes")
     report = check_submission(output, profile)
+    if budget["forced"]:  # the user chose to go over: check's too_large finding is the warning it now is
+        for issue in report.issues:
+            issue.severity = "warning" if issue.code == "too_large" else issue.severity
+        report.errors = sum(i.severity == "error" for i in report.issues)
+        report.warnings, report.ok = len(report.issues) - report.errors, report.errors == 0
     return BuildResult(zip=str(output), sha256=sha256_file(output), bytes=Path(output).stat().st_size, manifest=manifest,
-                       check=report, conversion=conversion)
+                       check=report, conversion=conversion, budget=budget)
+
+
+def size_budget(size: int, profile: Profile, forced: bool = False) -> dict:
+    """The zip's `size` in bytes against the upload limit the profile assumes (its size_limit_mb, in MiB)."""
+    limit = float(profile.size_limit_mb) * 2**20  # MiB, as check's too_large compares
+    return {"bytes": int(size), "limit_bytes": int(limit), "limit_mb": float(profile.size_limit_mb), "fraction": size / limit,
+            "over": size > limit, "forced": bool(forced and size > limit), "profile": profile.name}
+
+
+def describe_budget(budget: dict) -> str:
+    """'zip 41.2 MiB of the 150 MiB this profile (an2dl-2024) assumes' (+ the --force note)."""
+    line = (f"zip {budget['bytes'] / 2**20:.1f} MiB of the {budget['limit_mb']:g} MiB this profile ({budget['profile']}) "
+            f"assumes ({100 * budget['fraction']:.0f}%)")
+    return line + ("; OVER the limit, written because of --force" if budget["forced"] else "")
+
+
+def over_size_message(output, budget: dict, manifest: dict) -> str:
+    """The refusal: size, limit, and what would help here (fp16/int8 when not used, fewer members, a smaller variant)."""
+    helps = []
+    fmt = manifest.get("format")
+    if fmt == "portable" and not manifest.get("fp16") and not manifest.get("int8"):
+        helps.append("--fp16 (~0.5x)")
+    if fmt in ("portable", "onnx") and not manifest.get("int8"):
+        helps.append("--int8 (~0.25x for kernels)")
+    members = manifest.get("members") or []
+    if len(members) > 1:
+        helps.append(f"fewer members (now {len(members)})")
+    variant = (manifest.get("model") or {}).get("variant")
+    helps.append(f"a smaller variant than {variant}" if variant else "a smaller model")
+    return (f"{output}: the zip would be {budget['bytes'] / 2**20:.1f} MiB, over the {budget['limit_mb']:g} MiB upload limit "
+            f"this profile ({budget['profile']}) assumes; not written. Try {', '.join(helps)}, or --force to write it anyway")
 
 
 def _validate_options(options: BuildOptions) -> None:

@@ -45,6 +45,7 @@ class FromKerasOptions:
     tta: str = "none"
     batch_size: int = 64
     probes: int = 16
+    force: bool = False  # write the zip even above the profile's size limit
 
 
 @dataclass
@@ -226,7 +227,7 @@ def build_from_keras(model_path: str | os.PathLike, output: str | os.PathLike, p
         classes = _classes(names, reference.shape[1])
         files = _payload(original, model, native, spec, classes, profile, options, conversion)
     manifest = _manifest(original, model, spec, classes, profile, options, conversion, files)
-    return finish_zip(output, files, manifest, profile, log, conversion=conversion.to_dict())
+    return finish_zip(output, files, manifest, profile, log, conversion=conversion.to_dict(), force=options.force)
 
 
 def _validate(options: FromKerasOptions) -> None:
