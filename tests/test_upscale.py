@@ -151,6 +151,7 @@ def test_upscaled_run_exports_builds_validates_and_simulates_in_the_pinned_runti
     assert sim["scores"]["accuracy"] == pytest.approx(metrics["accuracy"]), (sim["scores"], metrics)
     # the suite at 224: every corrupted set scores what this process computes from the same corrupted raw pixels
     held, classify = load_dataset(val_npz), _classifier(run)
+    assert len(set(classify(held.images).tolist())) > 1  # the network tells images apart: a resize bug would show
     table = sim["shift"]["table"]
     assert sim["shift"]["images_per_set"] == len(held.labels) and sum(len(s) for s in table.values()) == 55
     for family, severities in table.items():
