@@ -30,7 +30,9 @@ every run, so ranges over three runs, the first two with one process per size):
 So at 224 px a ConvNeXt costs about the pixel ratio, ~5.4x per image in CPU time (convnext_tiny 245-374 ms per image
 on one core, before TTA: d4 multiplies it by 8), EfficientNetV2 roughly 3-5x, a training step 2.5-4.5x. Peak RSS of a predict process at 224 with batch 32:
 convnext_tiny 1.3 GB (0.8 at 96), efficientnetv2_b0 0.87 GB (0.69), far below the profiles' memory budget; a
-phase-2 training step of efficientnetv2_b0, batch 16 at 224: 2.3 GB (1.45 at 96). Rerun on an idle machine for
+phase-2 training step of efficientnetv2_b0, batch 16 at 224: 2.3 GB (1.45 at 96). The largest case, measured apart
+with the same build_model + predict: convnext_xlarge at 224, one batch of 64 (build-submission's default --batch-size;
+TTA views run one after another): peak RSS 4.9 GB (2.1 GB built), 99 s for the 64 images on 2 loaded cores. Rerun on an idle machine for
 tighter numbers:
     python benchmarks/bench_input_size.py --variants convnext_tiny,efficientnetv2_b0,efficientnetv2_s --sizes 96,160,224,260
 """
