@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from toolkit.artifacts import RunDir
 from toolkit.errors import ConfigError, UsageError, did_you_mean
-from toolkit.families import pretrained_variants, variant_names
+from toolkit.families import family_of, pretrained_variants, variant_names
 from toolkit.settings import check_settings
 from toolkit.train import augment as augmentation
 
@@ -258,6 +258,10 @@ def _validate(config: TrainConfig, source: str) -> None:
     for name in positive:
         if getattr(config, name) < 1:
             raise ConfigError(f"{source}: setting '{name}' must be >= 1, found {getattr(config, name)}")
+    family = family_of(config.model)
+    if config.input_size < family.min_input_size:
+        raise ConfigError(f"{source}: setting 'input_size' must be >= {family.min_input_size} for {config.model} (the "
+                          f"{family.name} family downsamples by {family.min_input_size}), found {config.input_size}")
     non_negative = ("epochs1", "epochs2", "lr1", "lr2", "weight_decay", "warmup_epochs", "min_lr_ratio", "patience")
     for name in non_negative:
         if getattr(config, name) < 0:
