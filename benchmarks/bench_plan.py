@@ -7,8 +7,8 @@ Members are run or export dirs (--members); without them one run dir with random
 (speed does not depend on weight values). Each member gets --tta. Steps, all on this machine:
 1. plan: `toolkit.submission.plan.plan_submission` for --images images with an empty cache (it benchmarks each
    member's network in the profile's pinned runtime), then again from the cache (must measure nothing).
-2. build the submission (today one member: build-submission takes one SRC; with several dirs the ensemble build
-   is called with the list) and run `simulate` on --images demo images (toolkit.data.demo), best of --repeats.
+2. build the submission (several dirs: one ensemble zip, as `build-submission SRC SRC ...`) and run `simulate` on
+   --images demo images (toolkit.data.demo), --repeats times.
 3. compare the plan's total (import + load + first call + N x s/image) with simulate's `grader_pass_s` (import +
    load + the grader's own predict pass), and the per-image costs: ratio plan/measured, PASS when within 20%.
 --host also plans in this interpreter (TF of the host), to show why the planner times in the pinned runtime.
@@ -72,10 +72,11 @@ def _random_run(run: Path, variant: str, class_names: list[str]) -> Path:
 
 
 def _build(sources: list[Path], output: Path, profile, tta: str, batch_size: int) -> Path:
-    from toolkit.submission.build import BuildOptions, build_submission
+    from toolkit.submission.build import BuildOptions, build_ensemble, build_submission
 
-    source = sources[0] if len(sources) == 1 else sources  # an ensemble: build-submission SRC [SRC ...]
-    result = build_submission(source, output, profile, BuildOptions(tta=tta, batch_size=batch_size))
+    options = BuildOptions(tta=tta, batch_size=batch_size)
+    result = (build_submission(sources[0], output, profile, options) if len(sources) == 1 else
+              build_ensemble(sources, output, profile, options))  # build-submission SRC SRC ...: one ensemble zip
     if not result.check.ok:
         raise SystemExit(f"the built submission fails check: {[i.message for i in result.check.issues]}")
     return output

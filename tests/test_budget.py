@@ -199,5 +199,7 @@ def test_simulate_reports_seconds_per_image_and_what_fits_the_limit(tmp_path):
     assert out["images_within_time_limit"] == int((limit - fixed) / out["predict_s_per_image"])
     assert timing["grader_pass_s"] == pytest.approx(fixed + 40 * out["predict_s_per_image"])
     human = CliRunner().invoke(main, ["simulate", str(zip_path), "--data", str(data), "--profile", "local"])
-    assert "s/image (TTA and members included); about" in human.output
-    assert "images fit the 600 s this profile assumes" in human.output
+    per_image = json.loads(CliRunner().invoke(main, ["--json", "simulate", str(zip_path), "--data", str(data), "--profile",
+                                                      "local"]).output)["predict_s_per_image"]
+    assert "predict per image (TTA and members included)" in human.output and f"{per_image:.2f}"[:3] in human.output
+    assert "images in predict after import and load" in human.output and "the 600 s this profile assumes" in human.output

@@ -202,8 +202,13 @@ def _timing_table(result: SimulateResult) -> Table | None:
     rows = [[label, f"{timing[key]:.2f} s"] for key, label in _TIMING_LABELS.items() if timing.get(key) is not None]
     if timing.get("images_per_s") is not None:
         rows.append(["images per second", f"{timing['images_per_s']:.1f}"])
-    if timing.get("images_within_limit") is not None:
-        rows.append(["images the time limit allows at this rate", f"{timing['images_within_limit']:,}"])
+    # one number: the grader's own predict pass per image (result.images_within_time_limit); older details.json files
+    # carried timing.images_within_limit instead
+    fits = result.images_within_time_limit if result.images_within_time_limit is not None else timing.get("images_within_limit")
+    if result.predict_s_per_image is not None:
+        rows.append(["predict per image (TTA and members included)", f"{result.predict_s_per_image:.4f} s"])
+    if fits is not None:
+        rows.append(["images the time limit allows at this rate", f"{fits:,}"])
     if result.peak_memory_mb is not None:
         rows.append(["peak memory (MB)", f"{result.peak_memory_mb:.0f}"])
     notes = []
@@ -212,11 +217,9 @@ def _timing_table(result: SimulateResult) -> Table | None:
         notes.append(f"limits: {limits.get('time_limit_s'):g} s for the grader's own pass (import + load + fit + one predict "
                      f"of the held-out set); {limits.get('memory_limit_mb')} MB resident memory (a budget that approximates "
                      "the grader: the child is killed above it)")
-    if timing.get("images_within_limit") is not None:
-        notes.append(f"at this rate the time limit allows about {timing['images_within_limit']:,} images in predict "
-                     "(on this machine; the grader's may be slower)")
-    if result.predict_s_per_image is not None:  # the grader's own predict pass: TTA and every member included
-        notes.append(f"predict {result.predict_s_per_image:.4f} s/image (TTA and members included); about {result.images_within_time_limit:,} images fit the {limits.get('time_limit_s'):g} s this profile assumes")
+    if fits is not None:
+        notes.append(f"at this rate the time limit allows about {fits:,} images in predict after import and load (on "
+                     f"this machine; the grader's may be slower): the {limits.get('time_limit_s'):g} s this profile assumes")
     html_notes = [limits["note"]] if limits.get("note") else []
     return Table("timing", "Time and memory", ["measure", "value"], rows, notes=notes, html_notes=html_notes)
 
