@@ -28,6 +28,22 @@ def shared_export() -> tuple[Path, Path]:
     return run, export
 
 
+def pinned_runtime(name: str):
+    """The built-in profile `name` with its pinned venv created (cached); the test is skipped only without a registry."""
+    import pytest
+
+    from toolkit.errors import RuntimeProfileError
+    from toolkit.runtime.profiles import get_profile
+    from toolkit.runtime.sandbox import runtime_python
+
+    profile = get_profile(name)
+    try:
+        runtime_python(profile)
+    except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
+        pytest.skip(f"runtime {name} unavailable: {exc}")
+    return profile
+
+
 def any_class_count(profile):
     """`profile` with its contract's class count and image shape lifted: for the shared 8-class export under a contract
     that fixes another count (an2dl-2023's 2 leaf classes), where the test is about something else."""

@@ -16,24 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from export_data import CLASSES
-from submission_data import any_class_count, probe, shared_export
+from submission_data import any_class_count, pinned_runtime, probe, shared_export
 from toolkit.cli import main
-from toolkit.errors import RuntimeProfileError, SubmissionError
+from toolkit.errors import SubmissionError
 from toolkit.runtime.profiles import get_profile, local_profile
 from toolkit.runtime.sandbox import run_submission
 from toolkit.submission.build import BuildOptions, build_submission
 from toolkit.submission.render import extract_blocks
-
-
-def _runtime(name: str):
-    profile = get_profile(name)
-    try:
-        from toolkit.runtime.sandbox import runtime_python
-
-        runtime_python(profile)
-    except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
-        pytest.skip(f"runtime {name} unavailable: {exc}")
-    return profile
 
 
 def test_build_twice_gives_identical_bytes_and_a_clean_root(tmp_path):
@@ -73,7 +62,7 @@ def test_build_refuses_a_directory_that_is_neither(tmp_path):
 
 
 def test_an2dl_2024_runtime_predicts_like_training(tmp_path):
-    profile = _runtime("an2dl-2024")
+    profile = pinned_runtime("an2dl-2024")
     run, export = shared_export()
     build_submission(export, tmp_path / "s.zip", profile)
     p = probe(export)
@@ -85,7 +74,7 @@ def test_an2dl_2024_runtime_predicts_like_training(tmp_path):
 
 
 def test_an2dl_2023_runtime_keras2_loads_the_neutral_weights(tmp_path):
-    profile = any_class_count(_runtime("an2dl-2023"))  # the shared export has 8 classes; this is about Keras 2
+    profile = any_class_count(pinned_runtime("an2dl-2023"))  # the shared export has 8 classes; this is about Keras 2
     run, export = shared_export()
     result = build_submission(export, tmp_path / "s23.zip", profile)
     assert result.check.ok and "metadata" in result.manifest["files"]
@@ -139,13 +128,18 @@ def test_cli_build_keras_format_fails_its_check_for_an_older_runtime(tmp_path):
     assert "3.4.1" in data["check"]["issues"][0]["message"]
 
 
-def test_cli_build_small_profile_reports_too_large(tmp_path):
+def test_cli_build_small_profile_refuses_and_forced_check_reports_too_large(tmp_path):
     run, export = shared_export()
     profiles = tmp_path / "profiles.toml"
     profiles.write_text('[profiles.tiny]\ncontract = 2024\nsize_limit_mb = 0.01\n')
-    result = CliRunner().invoke(main, ["build-submission", str(export), "-o", str(tmp_path / "t.zip"), "--profile", "tiny",
-                                       "--profiles-file", str(profiles)])
-    assert result.exit_code == 1 and "too_large" in result.output, result.output
+    args = ["build-submission", str(export), "-o", str(tmp_path / "t.zip"), "--profile", "tiny", "--profiles-file", str(profiles)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and "upload limit this profile (tiny) assumes" in refused.output, refused.output
+    assert not (tmp_path / "t.zip").exists()
+    forced = CliRunner().invoke(main, [*args, "--force"])
+    assert forced.exit_code == 0 and "too_large" in forced.output and (tmp_path / "t.zip").exists(), forced.output
+    checked = CliRunner().invoke(main, ["check", str(tmp_path / "t.zip"), "--profile", "tiny", "--profiles-file", str(profiles)])
+    assert checked.exit_code == 1 and "too_large" in checked.output  # check itself still fails it
 
 
 def test_failing_check_json_is_one_document_with_findings_and_an_error(tmp_path):

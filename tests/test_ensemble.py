@@ -7,11 +7,11 @@ runs the grader's way (the sandbox child, pinned runtimes where named) and must 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
 import tempfile
-import atexit
 import zipfile
 from pathlib import Path
 
@@ -20,9 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from export_data import CLASSES, make_run_dir
-from submission_data import any_class_count, patch_model_py
+from submission_data import any_class_count, pinned_runtime, patch_model_py
 from toolkit.cli import main
-from toolkit.errors import RuntimeProfileError
 from toolkit.runtime.profiles import get_profile
 from toolkit.submission.build import BuildOptions, build_ensemble
 
@@ -82,17 +81,6 @@ def _assert_same_classes(found: np.ndarray, probs: np.ndarray) -> None:
     np.testing.assert_array_equal(np.asarray(found)[clear], probs.argmax(1)[clear])
 
 
-def _runtime(name: str):
-    profile = get_profile(name)
-    try:
-        from toolkit.runtime.sandbox import runtime_python
-
-        runtime_python(profile)
-    except RuntimeProfileError as exc:  # pragma: no cover - only without a registry
-        pytest.skip(f"runtime {name} unavailable: {exc}")
-    return profile
-
-
 def test_one_zip_lists_every_member_with_its_hashes_and_builds_the_same_bytes(tmp_path):
     _base, exports = _exports()
     profile = get_profile("an2dl-2024")
@@ -123,7 +111,7 @@ def test_the_pinned_runtimes_predict_the_weighted_mean_of_the_members(tmp_path, 
     from toolkit.runtime.sandbox import run_submission
 
     _base, exports = _exports()
-    profile = _runtime(profile_name)
+    profile = pinned_runtime(profile_name)
     profile = any_class_count(profile) if profile_name == "an2dl-2023" else profile
     result = build_ensemble(exports, tmp_path / "e.zip", profile, _options())
     assert result.check.ok, result.check.issues
@@ -136,7 +124,7 @@ def test_the_pinned_runtimes_predict_the_weighted_mean_of_the_members(tmp_path, 
     _assert_same_classes(outcome.outputs["alone"], _reference(exports, images, only=1))
 
 
-def test_onnx_members_in_the_local_runtime(tmp_path):
+def test_onnx_members_in_the_localpinned_runtime(tmp_path):
     from toolkit.runtime.sandbox import run_submission
 
     _base, exports = _exports()
