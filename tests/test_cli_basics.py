@@ -48,6 +48,13 @@ def test_every_command_has_help_and_is_in_readme():
         assert re.search(rf"cbtool {re.escape(name)}\b", readme), f"`cbtool {name}` is not documented in README.md"
 
 
+def test_every_command_prints_its_help():
+    """`cbtool CMD --help` renders every option (a custom parameter type's metavar included) and exits 0."""
+    for name, _cmd in _commands():
+        result = CliRunner().invoke(main, [*name.split(), "--help"])
+        assert result.exit_code == 0 and "Usage: " in result.output, (name, result.output)
+
+
 def test_every_leaf_command_has_json_quiet_debug():
     for name, cmd in _commands():
         if hasattr(cmd, "commands"):

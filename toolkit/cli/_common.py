@@ -154,7 +154,7 @@ class ChoiceList(Choice):
         parts = [v.strip() for v in str(value).split(",")]
         return tuple(super(ChoiceList, self).convert(v, param, ctx) for v in parts)
 
-    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:  # click 8.2 passes ctx too
         return "[" + "|".join(self.choices) + "][,...]"
 
 
