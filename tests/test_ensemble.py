@@ -259,3 +259,25 @@ def test_int8_members_dequantize_in_model_py_and_keep_the_ensemble_s_answers(tmp
     clear = (top2[:, 1] - top2[:, 0]) > 0.02  # int8 moves probabilities by ~1e-2 at most on these nets
     assert clear.sum() >= len(images) // 2
     np.testing.assert_array_equal(outcome.outputs["x"][clear], probs.argmax(1)[clear])
+
+
+def test_a_member_alone_is_its_own_softmax_even_at_weight_zero(tmp_path):
+    from toolkit.runtime.sandbox import run_submission
+
+    _base, exports = _exports()
+    profile = get_profile("local")
+    options = _options()
+    options.weights = (1.0, 0.0, 1.0)
+    build_ensemble(exports, tmp_path / "z.zip", profile, options)
+    images = _images(12)
+    outcome = run_submission(tmp_path / "z.zip", profile, {"alone": images}, overrides={"alone": {"MEMBER": 1}})
+    assert outcome.status == "ok", outcome.failure
+    _assert_same_classes(outcome.outputs["alone"], _reference(exports, images, only=1))
+
+
+def test_plan_refuses_bad_ensemble_options_before_timing_anything(tmp_path):
+    _base, exports = _exports()
+    result = CliRunner().invoke(main, ["build-submission", *map(str, exports), "-o", str(tmp_path / "p.zip"),
+                                       "--tta", "d4,flip", "--plan", "1000"])
+    assert result.exit_code == 2 and "one mode or one per member (3)" in result.output
+    assert "timing" not in result.output and not (tmp_path / "p.zip").exists()

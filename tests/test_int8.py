@@ -186,3 +186,13 @@ def _int8_npz(zip_path, tmp_path) -> str:
     with zipfile.ZipFile(zip_path) as zf:
         zf.extract("weights.npz", tmp_path / "unzipped")
     return str(tmp_path / "unzipped" / "weights.npz")
+
+
+def test_export_int8_with_only_the_keras_format_is_a_usage_error(tmp_path):
+    from toolkit.cli import main
+
+    make_run_dir(tmp_path / "run")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(tmp_path / "e"), "--format", "keras",
+                                       "--int8"])
+    assert result.exit_code == 2 and "model.keras has no int8 form" in result.output
+    assert not (tmp_path / "e").exists()

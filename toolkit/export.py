@@ -95,6 +95,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, format
         raise UsageError("--fp16 and --int8 are exclusive: choose one weight storage")
     run_dir, export_dir = Path(run_dir), Path(export_dir)
     formats = [f for f in FORMATS if f in formats]
+    if int8 and not set(formats) & {"portable", "onnx"}:
+        raise UsageError("--int8: model.keras has no int8 form; add portable or onnx to --format")
     run = _read_run(run_dir, partial)
     family = family_of(run["spec"]["variant"])
     if "onnx" in formats and not family.onnx_twin:

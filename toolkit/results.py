@@ -110,3 +110,9 @@ class Failure:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def images_within(time_limit_s: float, fixed_s: float, s_per_image: float) -> int:
+    """How many images a time limit fits after its fixed costs (import, load, fit) at `s_per_image`: the one rule
+    `simulate` (measured) and `build-submission --plan` (estimated) report."""
+    return int(max(0.0, float(time_limit_s) - float(fixed_s)) / s_per_image) if s_per_image > 0 else 0

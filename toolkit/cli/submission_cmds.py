@@ -66,7 +66,8 @@ def build_command(out: Output, sources, output, profile_name, profiles_file, fmt
                   probe_data, plan_images, force) -> Result:
     from toolkit.errors import EXIT_ERROR, EXIT_OK
     from toolkit.runtime.profiles import get_profile
-    from toolkit.submission.build import BuildOptions, build_ensemble, build_submission, describe_budget
+    from toolkit.submission.build import (BuildOptions, build_ensemble, build_submission, check_options,
+                                          describe_budget)
     from toolkit.submission.check import render
     from toolkit.submission.from_keras import FromKerasOptions, build_from_keras
     from toolkit.submission.keras_target import describe_conversion
@@ -87,19 +88,20 @@ def build_command(out: Output, sources, output, profile_name, profiles_file, fmt
     skip = ensemble and tta_data is None and tta_shift is None
     auto = None if skip else _auto_options(tta, tta_data, tta_images, tta_shift, allow_pickle, from_keras)
     profile = get_profile(profile_name, profiles_file)
+    options = BuildOptions(fmt, tta, fp16, batch_size, partial, auto, member_tta=member_tta, int8=int8, force=force,
+                           weights=_parse_weights(member_weights) if ensemble else None)
+    if from_keras is None:
+        check_options(sources, options)  # bad options and ensembles are refused before --plan's minutes of timing
     plan = _time_plan(out, list(sources) if plan_images else [], plan_images, profile, list(member_tta or [tta]), fmt,
                       batch_size, force, from_keras)
     if from_keras is not None:
-        options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size, force=force)
-        result = build_from_keras(from_keras, output, profile, options, log=out.info)
+        keras_options = FromKerasOptions(preprocess, strip_augmentation, probe_data, tta=tta, batch_size=batch_size,
+                                         force=force)
+        result = build_from_keras(from_keras, output, profile, keras_options, log=out.info)
     elif ensemble:
-        options = BuildOptions(fmt, tta, fp16, batch_size, partial, auto, member_tta=member_tta, int8=int8, force=force,
-                               weights=_parse_weights(member_weights))
         result = build_ensemble(sources, output, profile, options, log=out.info)
     else:
-        result = build_submission(sources[0], output, profile,
-                                  BuildOptions(fmt, tta, fp16, batch_size, partial, auto, int8=int8, force=force),
-                                  log=out.info)
+        result = build_submission(sources[0], output, profile, options, log=out.info)
     result.plan = plan.to_dict() if plan else None
     files = ", ".join(f"{n} {f['bytes'] / 2**20:.2f} MiB" for n, f in result.manifest["files"].items())
     human = f"built {output} ({result.bytes / 2**20:.2f} MiB, sha256 {result.sha256[:12]}): {files}\n"
@@ -144,6 +146,8 @@ def _time_plan(out: Output, sources: list, n_images: int | None, profile, tta: l
         return None
     if from_keras is not None:
         raise UsageError("--plan times cbtool networks (SOURCE run or export dirs); it cannot plan --from-keras")
+    if len(tta) not in (1, len(sources)):  # check_options refused it already; never plan other modes than built
+        raise UsageError(f"--tta: expected one mode or one per member ({len(sources)}), found {len(tta)}")
     modes = ["d4" if m == AUTO else m for m in (tta if len(tta) == len(sources) else tta[:1] * len(sources))]
     # --tta auto chooses after the plan: plan the heaviest mode
     plan = plan_submission([member_from_dir(s, m, fmt) for s, m in zip(sources, modes)], n_images, profile, batch_size,

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit.errors import ConfigError, UsageError
-from toolkit.results import Failure, Result, chance_level, chance_warning
+from toolkit.results import Failure, Result, chance_level, chance_warning, images_within
 from toolkit.runtime import members as ensemble, scoring, shift as shift_suite, tta_compare
 from toolkit.runtime.diagnose import cwd_warning, keras_load_hint, other_profile_hint, relative_path_hint
 from toolkit.runtime.heldout import check_image_size, match_classes
@@ -331,7 +331,7 @@ def _budget(timing: dict, plan: Plan, time_limit: float) -> tuple[float | None, 
         return None, None
     per_image = graded / n
     fixed = sum(timing.get(k) or 0.0 for k in ("import_s", "load_s", "fit_s"))
-    return per_image, int(max(0.0, time_limit - fixed) / per_image)
+    return per_image, images_within(time_limit, fixed, per_image)
 
 
 def _over_time(timing: dict, limit: float) -> dict | None:

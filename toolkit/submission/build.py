@@ -69,6 +69,7 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="cbtool-build-") as tmp:
         export_dir = _export_dir(source, Path(tmp) / "export", options, log)
+        _read_export(export_dir, options.fmt)  # the format's weights file is there before int8 reads it
         export_dir = _int8_export(export_dir, Path(tmp) / "int8", options, log)
         exported = _read_export(export_dir, options.fmt)
         choice = _measure_tta(source, export_dir, exported, profile, options, Path(tmp), log) if options.tta == AUTO else None
@@ -96,6 +97,7 @@ def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, o
         for index, source in enumerate(sources, 1):
             log(f"member {index} of {len(sources)}: {source}")
             export_dir = _export_dir(source, Path(tmp) / f"export{index}", options, log)
+            _read_export(export_dir, options.fmt)  # the format's weights file is there before int8 reads it
             export_dir = _int8_export(export_dir, Path(tmp) / f"int8_{index}", options, log)
             members.append((source, export_dir, _read_export(export_dir, options.fmt)))
         int8 = any(_int8(exported, options.fmt) for _s, _e, exported in members)
@@ -116,6 +118,13 @@ def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, o
             files[entry["weights_file"]] = _weights_bytes(export_dir, options)
         manifest = _ensemble_manifest(members, entries, classes, profile, options, files)
     return finish_zip(output, files, manifest, profile, log, force=options.force)
+
+
+def check_options(sources: list, options: BuildOptions) -> None:
+    """Refuse bad options (and, for several sources, a bad ensemble) before any slow work such as `--plan`."""
+    _validate_options(options)
+    if len(sources) > 1:
+        _member_settings([Path(s) for s in sources], options)
 
 
 def _member_settings(sources: list[Path], options: BuildOptions) -> tuple[list[str], list[float]]:
@@ -167,11 +176,14 @@ def _ensemble_manifest(members: list, entries: list[dict], classes: list[str], p
     for entry, (source, _export, exported) in zip(entries, members):
         export_manifest = exported["export_manifest"]
         listed.append({
-            "name": entry["name"], "source": str(source), "weight": entry["weight"], "tta": entry["tta"],
+            # the source dir's name only: the full path as typed would make identical inputs give other bytes
+            "name": entry["name"], "source": Path(source).resolve().name, "weight": entry["weight"], "tta": entry["tta"],
             "tta_views": TTA_VIEWS[entry["tta"]], "model": _model_entry(exported["spec"]),
             "preprocessing": _preprocessing_entry(exported),
             "weights_file": entry["weights_file"], "weights_sha256": sha256_bytes(files[entry["weights_file"]]),
             "model_spec_sha256": sha256_bytes(json.dumps(exported["spec"], sort_keys=True).encode()),
+            # the run's probe images (export copies them unchanged): what tells two runs of one spec apart
+            "probe_sha256": sha256_file(ExportDir(_export).probe) if ExportDir(_export).probe.is_file() else None,
             "versions": {k: v for k, v in export_manifest.get("versions", {}).items() if k in ("tensorflow", "keras", "numpy", "cbtool")},
             "training": run_training_record(export_manifest.get("run_dir")),
             "int8": _int8(exported, options.fmt),
@@ -185,7 +197,7 @@ def _ensemble_manifest(members: list, entries: list[dict], classes: list[str], p
         "cbtool_submission": 1,
         "profile": profile_entry(profile),
         "format": options.fmt, "tta": None, "tta_views": None,  # per member
-        "fp16": bool(options.fp16),
+        "fp16": bool(options.fp16 or any(e["export_manifest"].get("fp16") for _s, _e, e in members)),
         "int8": any(m["int8"] for m in listed),  # each member's own `int8` and `quantization` say which
         "batch_size": int(options.batch_size),
         "model": {"ensemble": len(listed), "num_classes": len(classes),
@@ -263,8 +275,10 @@ def over_size_message(output, budget: dict, manifest: dict) -> str:
     fmt = manifest.get("format")
     if fmt == "portable" and not manifest.get("fp16") and not manifest.get("int8"):
         helps.append("--fp16 (~0.5x)")
-    if fmt in ("portable", "onnx") and not manifest.get("int8"):
+    if fmt == "portable" and not manifest.get("int8"):
         helps.append("--int8 (~0.25x for kernels)")
+    elif fmt == "onnx" and not manifest.get("int8"):
+        helps.append("--int8 (onnx quantizes only the Dense/MatMul weights: ~0.3x for ConvNeXt, little for EfficientNetV2)")
     members = manifest.get("members") or []
     if len(members) > 1:
         helps.append(f"fewer members (now {len(members)})")

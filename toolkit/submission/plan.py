@@ -26,7 +26,7 @@ from typing import Callable
 
 from toolkit.errors import RuntimeProfileError, SubmissionError
 from toolkit.fsutil import atomic_path, sha256_text
-from toolkit.results import Result
+from toolkit.results import Result, images_within
 from toolkit.runtime.profiles import Profile
 from toolkit.tta import TTA_VIEWS
 
@@ -129,7 +129,7 @@ def _plan(times: list[MemberTime], first: dict, n: int, profile: Profile, batch_
     per_image = sum(t.s_per_image for t in times)
     total = fixed + n * per_image
     limit = float(profile.time_limit_s)
-    fits = int(max(0.0, limit - fixed) / per_image) if per_image > 0 else 0
+    fits = images_within(limit, fixed, per_image)
     runtime = {**runtime, "versions": first.get("versions", {})}
     return TimePlan(n_images=n, profile=profile.name, batch_size=batch_size, time_limit_s=limit, runtime=runtime,
                     machine=machine, import_s=import_s, fixed_s=fixed, s_per_image=per_image, predict_s=n * per_image,

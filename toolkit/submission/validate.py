@@ -20,6 +20,7 @@ import numpy as np
 
 from toolkit.artifacts import RunDir
 from toolkit.errors import ConfigError, SubmissionError, UsageError
+from toolkit.fsutil import sha256_file
 from toolkit.results import Result
 from toolkit.runtime.profiles import Profile
 from toolkit.tta import IDENTITY_VIEW, TTA_VIEWS
@@ -155,6 +156,12 @@ def _validate_ensemble(zip_path: Path, runs: list[RunDir], members: list[dict] |
         spec_file = run.read_json(run.model_spec, SubmissionError)
         want = (member.get("model") or {}).get("variant"), (member.get("preprocessing") or {}).get("input_size")
         found = spec_file.get("variant"), prep.get("input_size")
+        probe_sha = sha256_file(run.probe) if run.probe.is_file() else None  # the run's own probe images
+        if tuple(want) == tuple(found) and None not in (probe_sha, member.get("probe_sha256")) \
+                and probe_sha != member["probe_sha256"]:
+            raise UsageError(f"--run #{index} ({run.path}) is {found[0]} at {found[1]} px like {member.get('name')}, "
+                             f"but not the run it was built from (its {run.probe.name} differs from the one the "
+                             f"manifest records): pass the runs in the manifest's member order ({listing})")
         if tuple(want) != tuple(found):
             raise UsageError(f"--run #{index} ({run.path}) is {found[0]} at {found[1]} px, but {member.get('name')} is "
                               f"{want[0]} at {want[1]} px: pass the runs in the manifest's member order ({listing})")

@@ -52,7 +52,10 @@ def create_model(spec: dict, weights: str | os.PathLike | None = "none"):
     if path.name.endswith(".weights.h5"):
         _load_or_fail(lambda: model.load_weights(str(path)), path, "a cbtool .weights.h5 of the same variant")
     elif path.suffix == ".npz":
-        _load_or_fail(lambda: arch.load_weights_npz(model, str(path)), path, "a cbtool weights.npz of the same variant")
+        from toolkit.int8 import dequantize_arrays  # an --int8 export's weights.npz too (float files pass unchanged)
+
+        _load_or_fail(lambda: arch.load_weights_npz(model, str(path), decode=dequantize_arrays), path,
+                      "a cbtool weights.npz of the same variant")
     else:
         imagenet = get_variant(spec["variant"]).imagenet
         notop = imagenet.file if imagenet else f"a {spec['variant']} notop .h5"
