@@ -71,3 +71,17 @@ def test_installed_cbtool_builds_and_checks_a_submission(installed, export_dir, 
     with zipfile.ZipFile(tmp_path / "sub.zip") as zf:
         tree = ast.parse(zf.read("model.py").decode("utf-8"))
     assert any(isinstance(node, ast.ClassDef) and node.name == "Model" for node in tree.body)
+
+
+def test_installed_cbtool_builds_an_ensemble_from_its_package_data(installed, export_dir, tmp_path):
+    """The ensemble template and toolkit/int8.py's neighbours ship in the wheel: two members build and check."""
+    import shutil
+
+    second = shutil.copytree(export_dir, tmp_path / "second")
+    built = _run(installed / "cbtool", "build-submission", export_dir, second, "-o", "ens.zip", "--tta", "flip,none",
+                 "--json", cwd=tmp_path)
+    data = json.loads(built.stdout)
+    assert data["check"]["ok"] is True and [m["tta"] for m in data["manifest"]["members"]] == ["flip", "none"]
+    with zipfile.ZipFile(tmp_path / "ens.zip") as zf:
+        assert {"member1_weights.npz", "member2_weights.npz"} <= set(zf.namelist())
+        assert "MEMBERS = [" in zf.read("model.py").decode("utf-8")
