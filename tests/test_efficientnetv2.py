@@ -148,9 +148,9 @@ def test_trained_submission_scores_in_the_pinned_runtime_what_training_computed(
     from toolkit.submission.build import build_submission
     from toolkit.submission.validate import validate_preprocessing
 
-    from test_build_submission import _runtime  # the pinned profile, its venv made (skips without a registry)
+    from submission_data import pinned_runtime  # the pinned profile, its venv made (skips without a registry)
 
-    profile = _runtime(profile_name)
+    profile = pinned_runtime(profile_name)
     trained = trained(profile.contract.num_classes)
     metrics = json.loads((trained / "run" / "metrics.json").read_text())
     export = tmp_path / "export"

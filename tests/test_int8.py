@@ -162,14 +162,14 @@ def test_onnx_int8_is_quantized_by_onnxruntime_and_keeps_parity(exports, tmp_pat
 @pytest.mark.parametrize("profile_name", ["an2dl-2024", "an2dl-2023"])
 def test_int8_zip_predicts_in_the_pinned_runtime_what_the_dequantized_network_does(exports, tmp_path, profile_name):
     from submission_data import any_class_count, probe
-    from test_build_submission import _runtime  # the pinned profile, its venv made (skips without a registry)
+    from submission_data import pinned_runtime  # the pinned profile, its venv made (skips without a registry)
     from toolkit.families import build_model, family_of
     from toolkit.preprocessing import preprocess
     from toolkit.runtime.sandbox import run_submission
     from toolkit.submission.build import BuildOptions, build_submission
 
     _, base = exports
-    profile = any_class_count(_runtime(profile_name))  # the 8-class fixture under 2023's 2-class contract too
+    profile = any_class_count(pinned_runtime(profile_name))  # the 8-class fixture under 2023's 2-class contract too
     assert build_submission(base / "f32", tmp_path / "s.zip", profile, BuildOptions(int8=True)).check.ok
     images = probe(base / "f32")["images"]
     spec = json.loads((base / "f32" / "model_spec.json").read_text())

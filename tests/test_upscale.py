@@ -120,11 +120,11 @@ def _classifier(run):
 def test_upscaled_run_exports_builds_validates_and_simulates_in_the_pinned_runtime(upscaled, tmp_path):
     """convnext_test at 224 (the winners' ConvNeXt recipe): ONNX parity; a flip-TTA zip proves byte-identical 224x224
     inputs for both views; a plain zip scores in an2dl-2024 what training computed, on clean and corrupted images."""
-    from test_build_submission import _runtime  # the pinned profile, its venv made (skips without a registry)
+    from submission_data import pinned_runtime  # the pinned profile, its venv made (skips without a registry)
     from toolkit.corruptions import corrupt
     from toolkit.data.io import load_dataset
 
-    _runtime("an2dl-2024")
+    pinned_runtime("an2dl-2024")
     run, val_npz = upscaled("convnext_test")
     code, out = _cli("export", run, "-o", tmp_path / "export", "--format", "portable,onnx", "--json")
     assert code == 0, out
