@@ -56,26 +56,15 @@ def score(outcome, plan: Plan, members: list[dict], labels: np.ndarray, num_clas
                "tta": member.get("tta"), "weight": member.get("weight"), "clean": None, "shifted": None,
                "predict_s": predict_s.get(input_name(member, plan.graded, plan))}
         rows.append(row)
-        accuracies = {}
-        try:
-            for source in [plan.graded, *(plan.shift_names or {})]:
-                name = input_name(member, source, plan)
-                if name not in outcome.outputs:
-                    row["skipped"] = outcome.skipped.get(name) or f"no output for {name}"
-                    break
-                y = labels if source == plan.graded else labels[plan.shift_idx]
-                checked = scoring.check_output(outcome.outputs[name], plan.n(name), num_classes,
-                                               what=f"predict with MEMBER = {member['name']}")
-                accuracies[source] = float(np.mean(checked.predictions == y))
-        except scoring.BadOutput as exc:
-            row["skipped"] = str(exc)
-        if "skipped" in row:
+        found = scoring.extra_accuracies(outcome, plan, lambda source, m=member: input_name(m, source, plan), labels,
+                                         num_classes, what=f"predict with MEMBER = {member['name']}")
+        if "skipped" in found:
+            row["skipped"] = found["skipped"]
             continue
-        row["clean"] = accuracies.pop(plan.graded)
-        row["shifted"] = float(np.mean(list(accuracies.values()))) if accuracies else None
-        if accuracies:  # the suite's families, each the mean over its severities (as the ensemble's shift table)
+        row.update(clean=found["clean"], shifted=found["shifted"])
+        if found["by_source"]:  # the suite's families, each the mean over its severities (as the ensemble's shift table)
             by_family: dict[str, list[float]] = {}
-            for source, accuracy in accuracies.items():
+            for source, accuracy in found["by_source"].items():
                 by_family.setdefault(plan.shift_names[source][0], []).append(accuracy)
             row["shift_by_family"] = {family: float(np.mean(v)) for family, v in by_family.items()}
     return rows

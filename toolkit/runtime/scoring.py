@@ -90,6 +90,26 @@ def consistency_warnings(checked: dict[str, OutputCheck], plan, reference: np.nd
     return warnings
 
 
+def extra_accuracies(outcome, plan, name_of, labels: np.ndarray, num_classes: int, what: str) -> dict:
+    """Score simulate's extra predictions of one override (a TTA mode, an ensemble member alone): the graded set and
+    every corrupted set, `name_of(source)` naming each extra input. {"clean", "shifted", "by_source"} (by_source: the
+    corrupted sets' accuracies), or {"skipped": why} when the child could not answer one set or answered it badly."""
+    accuracies = {}
+    try:
+        for source in [plan.graded, *(plan.shift_names or {})]:
+            name = name_of(source)
+            if name not in outcome.outputs:
+                return {"skipped": outcome.skipped.get(name) or f"no output for {name}"}
+            y = labels if source == plan.graded else labels[plan.shift_idx]
+            predictions = check_output(outcome.outputs[name], plan.n(name), num_classes, what=what).predictions
+            accuracies[source] = float(np.mean(predictions == y))
+    except BadOutput as exc:
+        return {"skipped": str(exc)}
+    clean = accuracies.pop(plan.graded)
+    return {"clean": clean, "shifted": float(np.mean(list(accuracies.values()))) if accuracies else None,
+            "by_source": accuracies}
+
+
 def _two_d_message(arr: np.ndarray, n: int, num_classes: int, what: str) -> str:
     values = arr.astype(np.float64)
     rows_sum_to_one = np.allclose(values.sum(axis=1), 1.0, atol=1e-3)

@@ -87,22 +87,10 @@ def compare(outcome, plan: Plan, labels: np.ndarray, own: np.ndarray, shift: dic
 
 def _mode_row(outcome, plan: Plan, mode: str, labels: np.ndarray, num_classes: int, predict_s: dict) -> dict:
     row = {"clean": None, "shifted": None, "views": TTA_VIEWS[mode], "predict_s": predict_s.get(input_name(mode, plan.graded, plan))}
-    accuracies = {}
-    try:
-        for source in [plan.graded, *(plan.shift_names or {})]:
-            name = input_name(mode, source, plan)
-            if name not in outcome.outputs:
-                row["skipped"] = outcome.skipped.get(name) or f"no output for {name}"
-                return row
-            y = labels if source == plan.graded else labels[plan.shift_idx]
-            predictions = scoring.check_output(outcome.outputs[name], plan.n(name), num_classes, what=f"predict with TTA = {mode!r}").predictions
-            accuracies[source] = float(np.mean(predictions == y))
-    except scoring.BadOutput as exc:
-        row["skipped"] = str(exc)
-        return row
-    row["clean"] = accuracies.pop(plan.graded)
-    row["shifted"] = float(np.mean(list(accuracies.values()))) if accuracies else None
-    return row
+    found = scoring.extra_accuracies(outcome, plan, lambda source: input_name(mode, source, plan), labels, num_classes,
+                                     what=f"predict with TTA = {mode!r}")
+    found.pop("by_source", None)
+    return {**row, **found}
 
 
 def not_compared(why: str) -> dict:
