@@ -51,28 +51,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGET = 0.20  # |plan / measured - 1| at most this
 
-
-def _random_run(run: Path, variant: str, class_names: list[str]) -> Path:
-    """A run dir of `variant` with random weights (what export and build-submission need)."""
-    import numpy as np
-
-    from toolkit.families import build_model
-    from toolkit.fsutil import write_json
-    from toolkit.preprocessing import preprocess
-    from toolkit.provenance import preprocessing_sha256
-    from toolkit.train.models import model_spec
-
-    spec = model_spec(variant, len(class_names), class_names)
-    model = build_model(spec)
-    run.mkdir(parents=True)
-    model.save_weights(str(run / "best.weights.h5"))
-    write_json(run / "model_spec.json", spec)
-    write_json(run / "classes.json", {"class_names": class_names})
-    write_json(run / "preprocessing.json", {"input_size": 96, "resize": "bilinear", "source_sha256": preprocessing_sha256()})
-    images = np.random.default_rng(0).integers(0, 256, (8, 96, 96, 3), dtype=np.uint8)
-    probs = np.asarray(model.predict(preprocess(images, 96), verbose=0), dtype=np.float32)
-    np.savez(run / "probe.npz", images=images, labels=np.arange(8) % len(class_names), probs=probs)
-    return run
+from bench_simulate import random_run  # noqa: E402 - the one random-weights run dir of the benchmarks
 
 
 def _build(sources: list[Path], output: Path, profile, tta: str, batch_size: int) -> Path:
@@ -131,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         work = Path(tmp)
         classes = _heldout(work / "heldout.npz", args.images)
-        dirs = args.members or [_random_run(work / "run", args.variant, classes)]
+        dirs = args.members or [random_run(work / "run", args.variant, classes)]
         members = [member_from_dir(d, args.tta, "portable") for d in dirs]
         zip_path = _build(dirs, work / "submission.zip", profile, args.tta, args.batch_size)
         pairs = [_pair(members, args, profile, zip_path, work / "heldout.npz") for _ in range(args.repeats)]

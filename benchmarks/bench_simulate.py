@@ -55,29 +55,35 @@ if odd > 1:
 """
 
 
-def _build(work: Path, variant: str, profile) -> Path:
-    """A run dir with random weights for `variant`, built into a submission for `profile`."""
+def random_run(run: Path, variant: str, class_names: list[str]) -> Path:
+    """A run dir of `variant` with random weights (what export and build-submission need; speed does not depend on
+    the values). Also used by bench_plan.py."""
     import numpy as np
 
-    from toolkit.arch import build_model
+    from toolkit.families import build_model
     from toolkit.fsutil import write_json
     from toolkit.preprocessing import preprocess
     from toolkit.provenance import preprocessing_sha256
-    from toolkit.submission.build import build_submission
     from toolkit.train.models import model_spec
 
-    classes = [f"c{i}" for i in range(8)]
-    spec = model_spec(variant, 8, classes)
+    spec = model_spec(variant, len(class_names), class_names)
     model = build_model(spec)
-    run = work / "run"
-    run.mkdir()
+    run.mkdir(parents=True)
     model.save_weights(str(run / "best.weights.h5"))
     write_json(run / "model_spec.json", spec)
-    write_json(run / "classes.json", {"class_names": classes})
+    write_json(run / "classes.json", {"class_names": class_names})
     write_json(run / "preprocessing.json", {"input_size": 96, "resize": "bilinear", "source_sha256": preprocessing_sha256()})
     images = np.random.default_rng(0).integers(0, 256, (8, 96, 96, 3), dtype=np.uint8)
     probs = np.asarray(model.predict(preprocess(images, 96), verbose=0), dtype=np.float32)
-    np.savez(run / "probe.npz", images=images, labels=np.arange(8) % 8, probs=probs)
+    np.savez(run / "probe.npz", images=images, labels=np.arange(8) % len(class_names), probs=probs)
+    return run
+
+
+def _build(work: Path, variant: str, profile) -> Path:
+    """A run dir with random weights for `variant`, built into a submission for `profile`."""
+    from toolkit.submission.build import build_submission
+
+    run = random_run(work / "run", variant, [f"c{i}" for i in range(8)])
     build_submission(run, work / "submission.zip", profile)
     return work / "submission.zip"
 
