@@ -69,9 +69,7 @@ def build_submission(source: str | os.PathLike, output: str | os.PathLike, profi
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="cbtool-build-") as tmp:
         export_dir = _export_dir(source, Path(tmp) / "export", options, log)
-        _read_export(export_dir, options.fmt)  # the format's weights file is there before int8 reads it
-        export_dir = _int8_export(export_dir, Path(tmp) / "int8", options, log)
-        exported = _read_export(export_dir, options.fmt)
+        export_dir, exported = _export_for_zip(export_dir, Path(tmp) / "int8", options, log)
         choice = _measure_tta(source, export_dir, exported, profile, options, Path(tmp), log) if options.tta == AUTO else None
         if choice:
             options = dataclasses.replace(options, tta=choice["chosen"])
@@ -97,9 +95,7 @@ def build_ensemble(sources: list, output: str | os.PathLike, profile: Profile, o
         for index, source in enumerate(sources, 1):
             log(f"member {index} of {len(sources)}: {source}")
             export_dir = _export_dir(source, Path(tmp) / f"export{index}", options, log)
-            _read_export(export_dir, options.fmt)  # the format's weights file is there before int8 reads it
-            export_dir = _int8_export(export_dir, Path(tmp) / f"int8_{index}", options, log)
-            members.append((source, export_dir, _read_export(export_dir, options.fmt)))
+            members.append((source, *_export_for_zip(export_dir, Path(tmp) / f"int8_{index}", options, log)))
         int8 = any(_int8(exported, options.fmt) for _s, _e, exported in members)
         classes = _common_classes(members)
         entries = [{"name": member_name(i), "spec": exported["spec"],
@@ -298,6 +294,14 @@ def _validate_options(options: BuildOptions) -> None:
     if options.int8 and (options.fp16 or options.fmt == "keras"):
         raise UsageError(f"--int8: {'--fp16 is another weight storage' if options.fp16 else 'model.keras has no int8 form'}"
                          "; use --int8 alone with --format portable or onnx")
+
+
+def _export_for_zip(export_dir: Path, scratch: Path, options: BuildOptions, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """The export dir the zip is built from and what it holds: read (its files checked) before --int8 quantizes it,
+    and read again only when quantizing made another dir."""
+    exported = _read_export(export_dir, options.fmt)
+    quantized = _int8_export(export_dir, scratch, options, log)
+    return (export_dir, exported) if quantized == export_dir else (quantized, _read_export(quantized, options.fmt))
 
 
 def _int8_export(export_dir: Path, scratch: Path, options: BuildOptions, log: Callable[[str], None]) -> Path:
